@@ -1,0 +1,291 @@
+//! The traced program's side of the protocol: forking the supervisor off, and announcing,
+//! protecting and ending traced calls.
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+
+use crate::core::{PageSet, PROTOCOL_COOKIE, PROTOCOL_SIGNAL};
+use crate::error::{InitError, TraceError};
+use crate::event::PageRange;
+use crate::messages::{ChildMessage, StartReply, StartRequest, SupervisorMessage};
+use crate::{Options, TraceOutcome, Traced};
+
+std::arch::global_asm!(
+    ".pushsection .text.ffitrace_syscall_gadget,\"ax\",@progbits",
+    ".globl ffitrace_syscall_gadget",
+    ".hidden ffitrace_syscall_gadget",
+    ".type ffitrace_syscall_gadget,@function",
+    "ffitrace_syscall_gadget:",
+    "    syscall",
+    "    int3",
+    ".size ffitrace_syscall_gadget, . - ffitrace_syscall_gadget",
+    ".popsection",
+);
+
+extern "C" {
+    /// A `syscall` instruction the supervisor points the child at to run `mprotect` in it.
+    /// Never called from Rust.
+    fn ffitrace_syscall_gadget();
+}
+
+/// The child's end of the protocol, set by a successful [`init`].
+struct Channel {
+    to_supervisor: IpcSender<ChildMessage>,
+    from_supervisor: IpcReceiver<SupervisorMessage>,
+    timeout: Duration,
+}
+
+enum Status {
+    Uninitialized,
+    Off(String),
+    On(Channel),
+}
+
+static STATUS: Mutex<Status> = Mutex::new(Status::Uninitialized);
+
+thread_local! {
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Forks the supervisor off and returns in the child, which goes on as the program.
+///
+/// The parent never returns from this function: it supervises the child and exits with the
+/// child's exit status (or the one set with [`set_exit_code`]) when the child is gone. When the
+/// kernel does not permit ptrace the parent still waits for the child and forwards its status,
+/// the error says why and how to fix it, and [`trace_call`] runs calls untraced.
+///
+/// # Safety
+/// Call it once, early, while the process has exactly one thread: `fork` copies only the
+/// calling thread, so locks held by other threads would stay locked in both processes.
+pub unsafe fn init(options: Options) -> Result<(), InitError> {
+    let mut status = STATUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !matches!(*status, Status::Uninitialized) {
+        return Err(InitError::AlreadyInitialized);
+    }
+    *status = Status::Off("ffitrace::init failed".to_string());
+
+    let ipc_error = |error: std::io::Error| InitError::Ipc(error.to_string());
+    let (to_supervisor, supervisor_inbox) = ipc::channel::<ChildMessage>().map_err(ipc_error)?;
+    let (to_child, child_inbox) = ipc::channel::<SupervisorMessage>().map_err(ipc_error)?;
+    let parent_pid = std::process::id() as i32;
+
+    // SAFETY: the caller guarantees the process is single-threaded.
+    match unsafe { libc::fork() } {
+        -1 => Err(InitError::Os { call: "fork", errno: std::io::Error::last_os_error() }),
+        0 => {
+            drop((supervisor_inbox, to_child));
+            die_with_parent(parent_pid)?;
+            let channel = Channel { to_supervisor, from_supervisor: child_inbox, timeout: options.message_timeout };
+            let attached = channel.receive();
+            match attached {
+                Ok(SupervisorMessage::Attached(Ok(()))) => {
+                    *status = Status::On(channel);
+                    Ok(())
+                }
+                Ok(SupervisorMessage::Attached(Err(reason))) => {
+                    *status = Status::Off(reason.clone());
+                    Err(InitError::PtraceDenied(reason))
+                }
+                Ok(other) => Err(InitError::Ipc(format!("expected the attach message, received {other:?}"))),
+                Err(error) => Err(InitError::Ipc(error.to_string())),
+            }
+        }
+        child_pid => {
+            drop((to_supervisor, child_inbox));
+            drop(status);
+            crate::driver::supervise(child_pid, to_child, supervisor_inbox, options)
+        }
+    }
+}
+
+/// Makes the kernel kill this process when the supervisor dies, and exits if it already has.
+fn die_with_parent(parent_pid: i32) -> Result<(), InitError> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(InitError::Os { call: "prctl(PR_SET_PDEATHSIG)", errno: std::io::Error::last_os_error() });
+    }
+    // The parent may have died between fork and prctl, in which case no signal will come.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent_pid {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Returns `Ok(())` when calls are traced, or the reason they run untraced.
+pub fn tracing_status() -> Result<(), String> {
+    match &*STATUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) {
+        Status::On(_) => Ok(()),
+        Status::Off(reason) => Err(reason.clone()),
+        Status::Uninitialized => Err("ffitrace::init was not called".to_string()),
+    }
+}
+
+/// Returns the size of a page in bytes.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// Makes the supervisor exit with `code` when the program exits with status 0.
+pub fn set_exit_code(code: i32) -> Result<(), TraceError> {
+    let guard = STATUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match &*guard {
+        Status::On(channel) => channel.request(ChildMessage::SetExitCode(code)),
+        Status::Off(reason) => Err(TraceError::Rejected(reason.clone())),
+        Status::Uninitialized => Err(TraceError::Rejected("ffitrace::init was not called".to_string())),
+    }
+}
+
+/// Runs `call` with `pages` traced and returns its value with the accesses it made to them.
+///
+/// Every range must be page-aligned, mapped, readable and writable, and no two may overlap;
+/// otherwise nothing is protected, `call` does not run and an error says which range is wrong.
+/// The pages are made `PROT_NONE` for the duration of `call` and `PROT_READ | PROT_WRITE`
+/// afterwards. When tracing is off, `call` runs untraced and the outcome says why.
+///
+/// Only the calling thread is traced: an access to the pages from another thread during the
+/// call is a fault the supervisor reports as a crash.
+pub fn trace_call<R>(pages: &[PageRange], call: impl FnOnce() -> R) -> Result<Traced<R>, TraceError> {
+    let page_size = page_size() as u64;
+    let set = PageSet::new(pages, page_size)?;
+    for run in set.runs() {
+        check_mapped(run)?;
+    }
+    if IN_CALL.with(|flag| flag.replace(true)) {
+        return Err(TraceError::Nested);
+    }
+    let result = run_traced(&set, page_size, call);
+    IN_CALL.with(|flag| flag.set(false));
+    result
+}
+
+fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Result<Traced<R>, TraceError> {
+    let guard = STATUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let channel = match &*guard {
+        Status::On(channel) => channel,
+        Status::Off(reason) => return Ok(Traced { value: call(), outcome: TraceOutcome::Untraced(reason.clone()) }),
+        Status::Uninitialized => {
+            let reason = "ffitrace::init was not called".to_string();
+            return Ok(Traced { value: call(), outcome: TraceOutcome::Untraced(reason) });
+        }
+    };
+
+    let request = StartRequest {
+        pages: set.runs().to_vec(),
+        page_size,
+        syscall_gadget: ffitrace_syscall_gadget as usize as u64,
+    };
+    match channel.request(ChildMessage::Start(request)).and_then(|()| channel.receive())? {
+        SupervisorMessage::StartReply(StartReply::Started) => {}
+        SupervisorMessage::StartReply(StartReply::Rejected(reason)) => return Err(TraceError::Rejected(reason)),
+        other => return Err(TraceError::Ipc(format!("expected a start reply, received {other:?}"))),
+    }
+
+    if let Err(error) = protect(set, libc::PROT_NONE) {
+        // Tell the supervisor the call is over before reporting the failure.
+        let _ = protect(set, libc::PROT_READ | libc::PROT_WRITE);
+        let _ = channel.request(ChildMessage::End).and_then(|()| channel.receive());
+        return Err(error);
+    }
+    let value = call();
+    let restored = protect(set, libc::PROT_READ | libc::PROT_WRITE);
+
+    let outcome = match channel.request(ChildMessage::End).and_then(|()| channel.receive()) {
+        Ok(SupervisorMessage::Trace(trace)) => TraceOutcome::Traced(trace),
+        Ok(other) => TraceOutcome::Lost(TraceError::Ipc(format!("expected the trace, received {other:?}"))),
+        Err(error) => TraceOutcome::Lost(error),
+    };
+    restored?;
+    Ok(Traced { value, outcome })
+}
+
+impl Channel {
+    /// Sends `message` and stops this thread with the protocol signal so the supervisor reads
+    /// it while the thread is stopped.
+    fn request(&self, message: ChildMessage) -> Result<(), TraceError> {
+        self.to_supervisor.send(message).map_err(|error| TraceError::Ipc(error.to_string()))?;
+        raise_protocol_signal()
+    }
+
+    fn receive(&self) -> Result<SupervisorMessage, TraceError> {
+        self.from_supervisor.try_recv_timeout(self.timeout).map_err(|error| match error {
+            ipc::TryRecvError::Empty => {
+                TraceError::Ipc(format!("no answer from the supervisor within {:?}", self.timeout))
+            }
+            ipc::TryRecvError::IpcError(error) => TraceError::Ipc(format!("{error:?}")),
+        })
+    }
+}
+
+/// Queues the protocol signal, marked with the protocol cookie, to the calling thread. The
+/// signal is unblocked for the duration so the stop happens before this function returns.
+fn raise_protocol_signal() -> Result<(), TraceError> {
+    // SAFETY: every pointer passed below refers to a live, properly initialised local.
+    unsafe {
+        let mut only_protocol: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut only_protocol);
+        libc::sigaddset(&mut only_protocol, PROTOCOL_SIGNAL);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &only_protocol, &mut previous);
+
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let raw = &mut info as *mut libc::siginfo_t as *mut u8;
+        // The siginfo_t layout on Linux: si_signo, si_errno, si_code as three ints, then for
+        // queued signals si_pid (int) at 16, si_uid (uint) at 20 and si_value at 24.
+        raw.cast::<i32>().write(PROTOCOL_SIGNAL);
+        raw.add(8).cast::<i32>().write(libc::SI_QUEUE);
+        raw.add(16).cast::<i32>().write(libc::getpid());
+        raw.add(20).cast::<u32>().write(libc::getuid());
+        raw.add(24).cast::<u64>().write(PROTOCOL_COOKIE);
+        let result = libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            libc::getpid(),
+            libc::gettid(),
+            PROTOCOL_SIGNAL,
+            &info as *const libc::siginfo_t,
+        );
+        let errno = std::io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        if result != 0 {
+            return Err(TraceError::Os { call: "rt_tgsigqueueinfo", errno });
+        }
+    }
+    Ok(())
+}
+
+fn protect(set: &PageSet, prot: libc::c_int) -> Result<(), TraceError> {
+    for run in set.runs() {
+        // SAFETY: the runs were checked to be mapped; changing their protection is the point.
+        let result = unsafe { libc::mprotect(run.start as *mut libc::c_void, run.len as usize, prot) };
+        if result != 0 {
+            return Err(TraceError::Os { call: "mprotect", errno: std::io::Error::last_os_error() });
+        }
+    }
+    Ok(())
+}
+
+/// Rejects a range with any unmapped page, using `mincore`, which fails with ENOMEM for them.
+fn check_mapped(run: &PageRange) -> Result<(), TraceError> {
+    let pages = (run.len / page_size() as u64) as usize;
+    let mut residency = vec![0u8; pages];
+    // SAFETY: `residency` has one byte per page of the range, as mincore requires.
+    let result = unsafe { libc::mincore(run.start as *mut libc::c_void, run.len as usize, residency.as_mut_ptr()) };
+    if result != 0 {
+        return Err(TraceError::Unmapped { start: run.start, len: run.len });
+    }
+    Ok(())
+}
+
+/// Reads another process's memory through `/proc/PID/mem`, which ignores page protection.
+pub(crate) fn read_process_memory(pid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, addr).ok()?;
+    Some(bytes)
+}

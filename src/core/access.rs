@@ -1,0 +1,218 @@
+//! Stepping one faulting instruction: open its traced pages, step it, close them, resume.
+//!
+//! The action sequence for one access, once the fault has been decoded:
+//!
+//! ```text
+//! fault ─► for each run: SetRegisters(gadget: mprotect(run, RW)) + Step ─► trap
+//!       ─► SetRegisters(fault registers) + Step ─► trap (the instruction ran)
+//!       ─► for each run: SetRegisters(gadget: mprotect(run, NONE)) + Step ─► trap
+//!       ─► SetRegisters(registers after the instruction) + Continue
+//! ```
+
+use tracing::warn;
+
+use super::pages::merge_runs;
+use super::{Action, Call, CoreState as State, Report, SigInfo, SignalStop};
+use super::{SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP, TRAP_BRKPT, TRAP_TRACE};
+use crate::decode::{decode_x86_64, Decoded};
+use crate::event::{Access, PageRange, UnsupportedInstruction};
+use crate::regs::Registers;
+
+/// Linux x86-64 system call number of `mprotect`.
+const SYS_MPROTECT: u64 = 10;
+const PROT_NONE: u64 = 0;
+const PROT_READ_WRITE: u64 = 0x1 | 0x2;
+/// How often one instruction may fault on a traced page that was not opened for it before the
+/// core gives up on it. Each retry opens one more page, and an instruction reaches at most a
+/// few (a `movs` that straddles pages at both ends touches four).
+const MAX_EXTRA_PAGES: u8 = 8;
+
+/// The state of one faulting instruction while it is being stepped.
+#[derive(Debug)]
+pub(crate) struct AccessStep {
+    /// Registers at the fault: the instruction restarts from them.
+    fault_regs: Registers,
+    /// The accesses to record once the instruction has run.
+    accesses: Vec<Access>,
+    /// The traced pages the instruction needs open.
+    runs: Vec<PageRange>,
+    phase: Phase,
+    /// Registers after the instruction ran (or the fault registers, when it crashed).
+    resume_regs: Registers,
+    /// Signals that arrived while pages were open, to deliver after they are closed.
+    deferred: Vec<SigInfo>,
+    extra_pages: u8,
+    /// A fatal fault of the instruction was reported: the program dies once it is delivered.
+    crashed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Opening `runs[index]`.
+    Opening(usize),
+    /// The instruction itself is being stepped.
+    Instruction,
+    /// Closing `runs[index]`.
+    Closing(usize),
+}
+
+/// Decodes a fault on a traced page and starts opening the pages it needs.
+pub(super) fn start(mut call: Call, stop: SignalStop) -> (State, Vec<Action>) {
+    let fault_page = call.pages.page_of(stop.info.addr);
+    let mut runs = vec![fault_page];
+    let accesses = match decode_x86_64(&stop.code, &stop.regs) {
+        Decoded::Instruction(instruction) => {
+            let traced: Vec<Access> =
+                instruction.accesses.into_iter().filter(|access| call.pages.touches(access)).collect();
+            if traced.is_empty() {
+                call.trace.unsupported.push(UnsupportedInstruction {
+                    addr: stop.regs.rip,
+                    text: instruction.text,
+                    reason: format!("decoded no access to the faulting address {:#x}", stop.info.addr),
+                });
+            }
+            for access in &traced {
+                let pages = call.pages.traced_pages_of(access.addr, access.end());
+                merge_runs(&mut runs, &pages);
+            }
+            traced
+        }
+        Decoded::Unsupported(unsupported) => {
+            call.trace.unsupported.push(unsupported);
+            Vec::new()
+        }
+    };
+
+    let step = AccessStep {
+        fault_regs: stop.regs,
+        accesses,
+        runs,
+        phase: Phase::Opening(0),
+        resume_regs: stop.regs,
+        deferred: Vec::new(),
+        extra_pages: 0,
+        crashed: false,
+    };
+    let actions = step.gadget_actions(&call, 0, PROT_READ_WRITE);
+    (State::Stepping(call, step), actions)
+}
+
+/// Handles a signal stop while an instruction is being stepped.
+pub(super) fn on_signal(call: Call, mut step: AccessStep, stop: SignalStop) -> (State, Vec<Action>) {
+    if is_step_trap(&stop.info) {
+        return on_trap(call, step, stop.regs);
+    }
+
+    let synchronous_fault = matches!(stop.info.signo, SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGTRAP) && stop.info.code > 0;
+    if !synchronous_fault {
+        // An asynchronous signal: hold it back and repeat the step it interrupted.
+        step.deferred.push(stop.info);
+        return (State::Stepping(call, step), vec![Action::Step { signal: None }]);
+    }
+
+    let on_traced_page = call.pages.contains(stop.info.addr);
+    if step.phase == Phase::Instruction && on_traced_page && step.extra_pages < MAX_EXTRA_PAGES {
+        // The instruction needs a traced page the decoder did not predict: open it and retry.
+        step.extra_pages += 1;
+        step.fault_regs = stop.regs;
+        let index = step.runs.len();
+        step.runs.push(call.pages.page_of(stop.info.addr));
+        step.phase = Phase::Opening(index);
+        let actions = step.gadget_actions(&call, index, PROT_READ_WRITE);
+        return (State::Stepping(call, step), actions);
+    }
+
+    if step.phase == Phase::Instruction {
+        // The instruction itself crashed: close the pages, then deliver the fault at it.
+        let crash = super::is_fatal_fault(&stop).then(|| super::crash_report(&stop, Some(&call)));
+        step.crashed = crash.is_some();
+        step.resume_regs = stop.regs;
+        step.deferred.insert(0, stop.info);
+        step.phase = Phase::Closing(0);
+        let mut actions: Vec<Action> = crash.into_iter().map(Action::Report).collect();
+        actions.extend(step.gadget_actions(&call, 0, PROT_NONE));
+        return (State::Stepping(call, step), actions);
+    }
+
+    // The gadget faulted: the child's state is not what the protocol expects.
+    let message = format!(
+        "signal {} (code {}) at {:#x} while running the mprotect gadget",
+        stop.info.signo, stop.info.code, stop.regs.rip
+    );
+    protocol_failure(call, message)
+}
+
+/// The trap that ends a single-step: `TRAP_TRACE`, or `TRAP_BRKPT` after stepping over a
+/// `syscall` instruction (Linux reports that step from the system-call exit path).
+fn is_step_trap(info: &SigInfo) -> bool {
+    info.signo == SIGTRAP && (info.code == TRAP_TRACE || info.code == TRAP_BRKPT)
+}
+
+fn on_trap(mut call: Call, mut step: AccessStep, regs: Registers) -> (State, Vec<Action>) {
+    match step.phase {
+        Phase::Opening(index) | Phase::Closing(index) if regs.rax != 0 => {
+            let run = step.runs.get(index).copied().unwrap_or(PageRange { start: 0, len: 0 });
+            let errno = (regs.rax as i64).wrapping_neg();
+            let message = format!("mprotect({:#x}, {:#x}) failed in the child with errno {errno}", run.start, run.len);
+            protocol_failure(call, message)
+        }
+        Phase::Opening(index) if index + 1 < step.runs.len() => {
+            step.phase = Phase::Opening(index + 1);
+            let actions = step.gadget_actions(&call, index + 1, PROT_READ_WRITE);
+            (State::Stepping(call, step), actions)
+        }
+        Phase::Opening(_) => {
+            step.phase = Phase::Instruction;
+            let actions = vec![Action::SetRegisters(step.fault_regs), Action::Step { signal: None }];
+            (State::Stepping(call, step), actions)
+        }
+        Phase::Instruction => {
+            call.trace.accesses.append(&mut step.accesses);
+            step.resume_regs = regs;
+            step.phase = Phase::Closing(0);
+            let actions = step.gadget_actions(&call, 0, PROT_NONE);
+            (State::Stepping(call, step), actions)
+        }
+        Phase::Closing(index) if index + 1 < step.runs.len() => {
+            step.phase = Phase::Closing(index + 1);
+            let actions = step.gadget_actions(&call, index + 1, PROT_NONE);
+            (State::Stepping(call, step), actions)
+        }
+        Phase::Closing(_) => resume(call, step),
+    }
+}
+
+/// Restores the registers and resumes the call, delivering the first held-back signal.
+fn resume(call: Call, mut step: AccessStep) -> (State, Vec<Action>) {
+    let signal = if step.deferred.is_empty() { None } else { Some(step.deferred.remove(0)) };
+    if !step.deferred.is_empty() {
+        // NOTE: one resume delivers one signal; further signals held back during the same
+        // step are dropped here (standard signals of one number coalesce anyway).
+        warn!(dropped = step.deferred.len(), "more than one signal arrived during one step");
+    }
+    let actions = vec![Action::SetRegisters(step.resume_regs), Action::Continue { signal }];
+    let next = if step.crashed { State::Dying } else { State::Tracing(call) };
+    (next, actions)
+}
+
+fn protocol_failure(call: Call, message: String) -> (State, Vec<Action>) {
+    let report = Report::ProtocolError { message, trace: Some(call.trace) };
+    (State::Dying, vec![Action::Report(report), Action::Kill])
+}
+
+impl AccessStep {
+    /// Points the child at the `syscall` gadget to run `mprotect(runs[index], prot)` and steps it.
+    fn gadget_actions(&self, call: &Call, index: usize, prot: u64) -> Vec<Action> {
+        let run = self.runs.get(index).copied().unwrap_or(PageRange { start: 0, len: 0 });
+        let regs = Registers {
+            rip: call.syscall_gadget,
+            rax: SYS_MPROTECT,
+            rdi: run.start,
+            rsi: run.len,
+            rdx: prot,
+            orig_rax: u64::MAX,
+            ..self.fault_regs
+        };
+        vec![Action::SetRegisters(regs), Action::Step { signal: None }]
+    }
+}

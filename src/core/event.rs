@@ -1,0 +1,74 @@
+//! What the driver tells the core: stops, exits and messages of the traced program.
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::ChildMessage;
+use crate::regs::Registers;
+
+/// One thing that happened to the traced program, as observed by the driver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecEvent {
+    /// The child's message that [`super::Action::ReceiveMessage`] asked for.
+    Message(ChildMessage),
+    /// [`super::Action::ReceiveMessage`] found no message: the channel closed or timed out.
+    MessageLost { reason: String },
+    /// The thread stopped because a signal is about to be delivered to it (a
+    /// signal-delivery-stop), including the traps of single-steps.
+    Signal(SignalStop),
+    /// A ptrace stop that is not a signal delivery (group-stop, `PTRACE_EVENT_*`).
+    OtherStop,
+    /// The traced program exited with this status.
+    Exited { status: i32 },
+    /// The traced program was killed by this signal.
+    Killed { signal: i32, core_dumped: bool },
+}
+
+/// The facts the driver gathers at a signal-delivery-stop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalStop {
+    /// The pending signal's `siginfo_t`.
+    pub info: SigInfo,
+    /// The thread's registers at the stop.
+    pub regs: Registers,
+    /// Up to 15 instruction bytes read at `regs.rip` (fewer where the code ends at an
+    /// unreadable page, none when it could not be read).
+    pub code: Vec<u8>,
+    /// What the program does with this signal when it is delivered.
+    pub disposition: Disposition,
+}
+
+/// A process's disposition for one signal, from `/proc/PID/status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Disposition {
+    /// SIG_DFL: for a fault this ends the program.
+    Default,
+    /// SIG_IGN.
+    Ignored,
+    /// A handler is installed.
+    Caught,
+}
+
+/// The fields of a `siginfo_t` that the core reads, plus the whole structure so a delayed
+/// signal can be re-delivered unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigInfo {
+    /// `si_signo`.
+    pub signo: i32,
+    /// `si_code`: positive when the kernel raised the signal, negative or zero from a process.
+    pub code: i32,
+    /// `si_addr` for faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP), otherwise 0.
+    pub addr: u64,
+    /// `si_pid` for signals sent by a process, otherwise 0.
+    pub pid: i32,
+    /// `si_value` (as a pointer) for queued signals, otherwise 0.
+    pub value: u64,
+    /// The raw 128-byte `siginfo_t`.
+    pub raw: [u64; 16],
+}
+
+impl SigInfo {
+    /// Builds a siginfo from its decoded fields, with the raw bytes zeroed (for tests).
+    pub fn new(signo: i32, code: i32, addr: u64) -> SigInfo {
+        SigInfo { signo, code, addr, pid: 0, value: 0, raw: [0; 16] }
+    }
+}

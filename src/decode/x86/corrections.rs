@@ -1,0 +1,166 @@
+//! The places where iced's access model differs from what the CPU does, and the fixes.
+//!
+//! iced describes each memory operand as the instruction set reference draws it. The tracer
+//! needs the bytes one execution touches, in order, with these registers; every rule that
+//! bridges the two lives here so the main decoding loop stays a plain translation.
+
+use iced_x86::{Instruction, Mnemonic, OpAccess, OpKind, Register, UsedMemory};
+
+use super::registers::{register_value, signed_register_value};
+use crate::regs::Registers;
+
+/// Returns the access the CPU really makes where iced's access kind is wrong, or `access`
+/// unchanged.
+///
+/// - CMPXCHG, CMPXCHG8B and CMPXCHG16B: the Intel SDM instruction reference (Vol. 2A,
+///   CMPXCHG and CMPXCHG8B/CMPXCHG16B) says the destination receives a write cycle whatever
+///   the comparison's outcome; a failed compare writes back the value it read. iced calls the
+///   write conditional; it is certain.
+/// - MASKMOVQ, MASKMOVDQU, VMASKMOVDQU, VMASKMOVPS/PD and VPMASKMOVD/Q stores: only the
+///   elements whose mask bit is set are written, and the mask is in a vector register the
+///   decoder cannot see. iced calls the whole operand written; it may be.
+/// - A repeated string instruction (REP, REPE, REPNE): iced covers all iterations with
+///   conditional accesses. The decoder reports only the iteration about to run, which runs
+///   whenever the count register is non-zero, and the caller has already handled a zero count.
+pub(super) fn corrected_access(instr: &Instruction, access: OpAccess) -> OpAccess {
+    match instr.mnemonic() {
+        Mnemonic::Cmpxchg | Mnemonic::Cmpxchg8b | Mnemonic::Cmpxchg16b
+            if access == OpAccess::ReadCondWrite =>
+        {
+            OpAccess::ReadWrite
+        }
+        Mnemonic::Maskmovq
+        | Mnemonic::Maskmovdqu
+        | Mnemonic::Vmaskmovdqu
+        | Mnemonic::Vmaskmovps
+        | Mnemonic::Vmaskmovpd
+        | Mnemonic::Vpmaskmovd
+        | Mnemonic::Vpmaskmovq
+            if access == OpAccess::Write =>
+        {
+            OpAccess::CondWrite
+        }
+        _ if is_repeated_string(instr) => match access {
+            OpAccess::CondRead => OpAccess::Read,
+            OpAccess::CondWrite => OpAccess::Write,
+            other => other,
+        },
+        _ => access,
+    }
+}
+
+/// Returns the size in bytes of one access to `mem`.
+///
+/// iced gives a repeated string instruction's operands no size, since the whole run covers
+/// an unknown length; one iteration accesses one element.
+pub(super) fn access_size(instr: &Instruction, mem: &UsedMemory) -> usize {
+    if is_repeated_string(instr) {
+        instr.memory_size().size()
+    } else {
+        mem.memory_size().size()
+    }
+}
+
+/// Returns true if a repeated string instruction will not run at all because its count
+/// register (RCX, or ECX under a 0x67 address-size prefix) is zero.
+pub(super) fn repeats_zero_times(instr: &Instruction, regs: &Registers) -> bool {
+    if !is_repeated_string(instr) {
+        return false;
+    }
+    let count = if uses_32_bit_string_addresses(instr) {
+        Register::ECX
+    } else {
+        Register::RCX
+    };
+    register_value(regs, count, 0) == Some(0)
+}
+
+/// Returns true for an instruction whose memory reads the CPU performs before its memory
+/// writes although iced lists the write first: POP to memory (the stack is read, then the
+/// destination written) and MOVS (the source is read, then the destination written).
+pub(super) fn reads_before_writes(instr: &Instruction) -> bool {
+    let pop_to_memory = instr.mnemonic() == Mnemonic::Pop && instr.op0_kind() == OpKind::Memory;
+    pop_to_memory || is_string(instr)
+}
+
+/// Returns the number of bytes to add to the memory operand's address when BT, BTS, BTR or
+/// BTC takes its bit offset from a register.
+///
+/// With a register offset the memory operand is only the bit base: the Intel SDM (Vol. 2A,
+/// BT) says the CPU accesses the operand-size unit that holds the addressed bit, at
+/// `address + operand_size * floor(offset / (8 * operand_size))` for the register's value
+/// read as signed. iced reports the unit at the bit base. An immediate offset is taken
+/// modulo the operand width, so the nominal operand is right and this returns 0.
+pub(super) fn bit_base_displacement(instr: &Instruction, regs: &Registers) -> i64 {
+    let is_bit_test = matches!(
+        instr.mnemonic(),
+        Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+    );
+    if !is_bit_test
+        || instr.op0_kind() != OpKind::Memory
+        || instr.op1_kind() != OpKind::Register
+    {
+        return 0;
+    }
+    let Some(offset) = signed_register_value(regs, instr.op1_register()) else {
+        return 0;
+    };
+    let unit_bytes = match instr.memory_size().size() {
+        2 => 2i64,
+        4 => 4,
+        8 => 8,
+        _ => return 0,
+    };
+
+    // An arithmetic shift by log2 of the unit's width in bits is a floor division, so a
+    // negative offset selects a unit below the bit base.
+    let shift = (unit_bytes * 8).trailing_zeros();
+    (offset >> shift).wrapping_mul(unit_bytes)
+}
+
+/// Returns a copy of `mem` with `delta` added to its displacement.
+pub(super) fn displaced(mem: &UsedMemory, delta: i64) -> UsedMemory {
+    // Adding the two's-complement bits of `delta` subtracts when it is negative.
+    UsedMemory::new2(
+        mem.segment(),
+        mem.base(),
+        mem.index(),
+        mem.scale(),
+        mem.displacement().wrapping_add(delta as u64),
+        mem.memory_size(),
+        mem.access(),
+        mem.address_size(),
+        mem.vsib_size(),
+    )
+}
+
+/// Returns true for MOVS, CMPS, STOS, LODS, SCAS, INS and OUTS, recognised by their
+/// implicit (R/E)SI and (R/E)DI operands.
+fn is_string(instr: &Instruction) -> bool {
+    (0..instr.op_count()).any(|i| {
+        matches!(
+            instr.op_kind(i),
+            OpKind::MemorySegSI
+                | OpKind::MemorySegESI
+                | OpKind::MemorySegRSI
+                | OpKind::MemoryESDI
+                | OpKind::MemoryESEDI
+                | OpKind::MemoryESRDI
+        )
+    })
+}
+
+/// Returns true for a string instruction with a REP, REPE or REPNE prefix.
+fn is_repeated_string(instr: &Instruction) -> bool {
+    (instr.has_rep_prefix() || instr.has_repne_prefix()) && is_string(instr)
+}
+
+/// Returns true if a string instruction addresses memory through ESI/EDI (0x67 prefix).
+fn uses_32_bit_string_addresses(instr: &Instruction) -> bool {
+    (0..instr.op_count()).any(|i| {
+        matches!(
+            instr.op_kind(i),
+            OpKind::MemorySegESI | OpKind::MemoryESEDI
+        )
+    })
+}

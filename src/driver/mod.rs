@@ -1,0 +1,110 @@
+//! The thin ptrace driver: turns `waitpid` results into [`ExecEvent`]s, feeds them to the
+//! core and executes the [`Action`]s it returns. Every decision lives in the core.
+
+mod ptrace;
+mod wait;
+
+use std::time::Duration;
+
+use ipc_channel::ipc::{IpcReceiver, IpcSender, TryRecvError};
+use tracing::{debug, error, warn};
+
+use crate::core::{Action, ExecEvent, Supervisor};
+use crate::messages::{ChildMessage, SupervisorMessage};
+use crate::{Options, ProcessView};
+
+/// The supervisor's resources: the traced child, both IPC ends and the embedder's settings.
+struct Driver {
+    pid: i32,
+    to_child: IpcSender<SupervisorMessage>,
+    from_child: IpcReceiver<ChildMessage>,
+    options: Options,
+}
+
+/// Attaches to `pid` and supervises it until it is gone, then exits the process with the
+/// status the core chose. Runs in the parent after `fork`.
+pub(crate) fn supervise(
+    pid: i32,
+    to_child: IpcSender<SupervisorMessage>,
+    from_child: IpcReceiver<ChildMessage>,
+    options: Options,
+) -> ! {
+    ignore_terminal_signals();
+    let mut driver = Driver { pid, to_child, from_child, options };
+
+    if let Err(reason) = ptrace::seize(pid) {
+        warn!(pid, %reason, "ptrace unavailable, the program runs untraced");
+        let _ = driver.to_child.send(SupervisorMessage::Attached(Err(reason)));
+        std::process::exit(wait::wait_untraced(pid));
+    }
+    if let Err(error) = driver.to_child.send(SupervisorMessage::Attached(Ok(()))) {
+        error!(pid, %error, "could not tell the child it is traced");
+    }
+
+    let mut core = Supervisor::new(pid);
+    loop {
+        let event = wait::next_event(pid);
+        driver.run(&mut core, event);
+    }
+}
+
+/// Leaves Ctrl-C and Ctrl-\ to the traced program: it decides whether they end it, and the
+/// supervisor exits when it does.
+fn ignore_terminal_signals() {
+    // SAFETY: installing SIG_IGN involves no handler code.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+}
+
+impl Driver {
+    /// Feeds `event` to the core and executes its actions; an action that yields an event
+    /// (receiving a message) feeds that event in turn.
+    fn run(&mut self, core: &mut Supervisor, event: ExecEvent) {
+        let mut pending = Some(event);
+        while let Some(event) = pending.take() {
+            for action in core.handle_event(event) {
+                if let Some(next) = self.execute(action) {
+                    pending = Some(next);
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, action: Action) -> Option<ExecEvent> {
+        let pid = self.pid;
+        let result = match action {
+            Action::SetRegisters(regs) => ptrace::set_registers(pid, &regs),
+            Action::WriteMemory { addr, bytes } => ptrace::write_memory(pid, addr, &bytes),
+            Action::Step { signal } => ptrace::resume(pid, ptrace::Resume::Step, signal.as_ref()),
+            Action::Continue { signal } => ptrace::resume(pid, ptrace::Resume::Continue, signal.as_ref()),
+            Action::ReceiveMessage => return Some(self.receive(self.options.message_timeout)),
+            Action::Reply(message) => {
+                self.to_child.send(message).map_err(|error| format!("sending to the child failed: {error}"))
+            }
+            Action::Report(report) => {
+                (self.options.report)(&report, &ProcessView { pid });
+                Ok(())
+            }
+            Action::Kill => ptrace::kill(pid),
+            Action::Finish { exit_code } => {
+                debug!(pid, exit_code, "traced program gone, supervisor exits");
+                std::process::exit(exit_code);
+            }
+        };
+        if let Err(error) = result {
+            // The child can die between two actions; its exit arrives as the next event.
+            warn!(pid, %error, "action failed");
+        }
+        None
+    }
+
+    fn receive(&self, timeout: Duration) -> ExecEvent {
+        match self.from_child.try_recv_timeout(timeout) {
+            Ok(message) => ExecEvent::Message(message),
+            Err(TryRecvError::Empty) => ExecEvent::MessageLost { reason: format!("timed out after {timeout:?}") },
+            Err(TryRecvError::IpcError(error)) => ExecEvent::MessageLost { reason: format!("{error:?}") },
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! One small function per ptrace request, each returning the failure as a message.
+
+use std::os::unix::fs::FileExt;
+
+use crate::core::SigInfo;
+use crate::regs::Registers;
+
+/// How to resume a stopped thread.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Resume {
+    Step,
+    Continue,
+}
+
+fn last_error(request: &str, pid: i32) -> String {
+    format!("{request}({pid}) failed: {}", std::io::Error::last_os_error())
+}
+
+/// Attaches to `pid` with `PTRACE_SEIZE`, killing it if the supervisor exits.
+pub(super) fn seize(pid: i32) -> Result<(), String> {
+    let options = libc::PTRACE_O_EXITKILL;
+    // SAFETY: PTRACE_SEIZE takes no pointer arguments; `data` carries the option bits.
+    let result = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options as usize) };
+    if result == 0 {
+        return Ok(());
+    }
+    let errno = std::io::Error::last_os_error();
+    Err(explain_seize_failure(&errno))
+}
+
+/// Says why `PTRACE_SEIZE` failed and what would fix it.
+fn explain_seize_failure(errno: &std::io::Error) -> String {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok();
+    let scope = scope.as_deref().map(str::trim);
+    match (errno.raw_os_error(), scope) {
+        (Some(libc::EPERM), Some("3")) => format!(
+            "PTRACE_SEIZE failed ({errno}): Yama ptrace_scope is 3, which forbids ptrace until reboot; \
+             boot with kernel.yama.ptrace_scope set to 0, 1 or 2"
+        ),
+        (Some(libc::EPERM), Some("2")) => format!(
+            "PTRACE_SEIZE failed ({errno}): Yama ptrace_scope is 2, which requires CAP_SYS_PTRACE; \
+             run as root, grant CAP_SYS_PTRACE, or set kernel.yama.ptrace_scope to 1"
+        ),
+        (Some(libc::EPERM), _) => format!(
+            "PTRACE_SEIZE failed ({errno}): ptrace is not permitted, usually by a container or a seccomp \
+             profile; run the container with --cap-add=SYS_PTRACE and a seccomp profile that allows ptrace"
+        ),
+        (Some(libc::ENOSYS), _) => format!("PTRACE_SEIZE failed ({errno}): ptrace is blocked by a seccomp filter"),
+        _ => format!("PTRACE_SEIZE failed: {errno}"),
+    }
+}
+
+pub(super) fn get_registers(pid: i32) -> Result<Registers, String> {
+    // SAFETY: user_regs_struct is plain integers, so all-zero is valid; the kernel fills it.
+    let mut raw: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: `raw` is a live user_regs_struct, as PTRACE_GETREGS requires.
+    let result = unsafe { libc::ptrace(libc::PTRACE_GETREGS, pid, 0usize, &mut raw as *mut _) };
+    if result != 0 {
+        return Err(last_error("PTRACE_GETREGS", pid));
+    }
+    Ok(from_raw_registers(&raw))
+}
+
+pub(super) fn set_registers(pid: i32, regs: &Registers) -> Result<(), String> {
+    let raw = to_raw_registers(regs);
+    // SAFETY: `raw` is a live user_regs_struct, as PTRACE_SETREGS requires.
+    let result = unsafe { libc::ptrace(libc::PTRACE_SETREGS, pid, 0usize, &raw as *const _) };
+    if result != 0 {
+        return Err(last_error("PTRACE_SETREGS", pid));
+    }
+    Ok(())
+}
+
+pub(super) fn get_siginfo(pid: i32) -> Result<SigInfo, String> {
+    let mut raw = [0u64; 16];
+    // SAFETY: `raw` is 128 bytes, the size of siginfo_t, as PTRACE_GETSIGINFO requires.
+    let result = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid, 0usize, raw.as_mut_ptr()) };
+    if result != 0 {
+        return Err(last_error("PTRACE_GETSIGINFO", pid));
+    }
+    Ok(parse_siginfo(raw))
+}
+
+/// Decodes the fields of a raw siginfo_t that the core reads. Linux x86-64 layout: three
+/// ints (signo, errno, code), padding, then a union at byte 16 where faults keep `si_addr`,
+/// and signals from processes keep `si_pid` (16), `si_uid` (20) and `si_value` (24).
+pub(super) fn parse_siginfo(raw: [u64; 16]) -> SigInfo {
+    let signo = raw[0] as u32 as i32;
+    let code = (raw[1] & 0xffff_ffff) as u32 as i32;
+    let is_fault = matches!(signo, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP);
+    let from_kernel = code > 0;
+    let (addr, pid, value) = if is_fault && from_kernel {
+        (raw[2], 0, 0)
+    } else {
+        ((0), raw[2] as u32 as i32, raw[3])
+    };
+    SigInfo { signo, code, addr, pid, value, raw }
+}
+
+/// Resumes the thread, delivering `signal` with its original siginfo if given.
+pub(super) fn resume(pid: i32, how: Resume, signal: Option<&SigInfo>) -> Result<(), String> {
+    let signo = match signal {
+        Some(info) => {
+            // SAFETY: `info.raw` is 128 bytes, the size of siginfo_t.
+            let result = unsafe { libc::ptrace(libc::PTRACE_SETSIGINFO, pid, 0usize, info.raw.as_ptr()) };
+            if result != 0 {
+                return Err(last_error("PTRACE_SETSIGINFO", pid));
+            }
+            info.signo
+        }
+        None => 0,
+    };
+    let (request, name) = match how {
+        Resume::Step => (libc::PTRACE_SINGLESTEP, "PTRACE_SINGLESTEP"),
+        Resume::Continue => (libc::PTRACE_CONT, "PTRACE_CONT"),
+    };
+    // SAFETY: both requests take the signal to deliver in `data` and no pointer.
+    let result = unsafe { libc::ptrace(request, pid, 0usize, signo as usize) };
+    if result != 0 {
+        return Err(last_error(name, pid));
+    }
+    Ok(())
+}
+
+pub(super) fn kill(pid: i32) -> Result<(), String> {
+    // SAFETY: kill takes no pointers.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        return Err(last_error("kill", pid));
+    }
+    Ok(())
+}
+
+/// Writes into the child through `/proc/PID/mem`, which ignores page protection.
+pub(super) fn write_memory(pid: i32, addr: u64, bytes: &[u8]) -> Result<(), String> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .map_err(|error| format!("opening /proc/{pid}/mem failed: {error}"))?;
+    file.write_all_at(bytes, addr).map_err(|error| format!("writing {} bytes at {addr:#x} failed: {error}", bytes.len()))
+}
+
+/// Reads up to 15 instruction bytes at `rip`, stopping early at an unreadable page.
+pub(super) fn read_code(pid: i32, rip: u64) -> Vec<u8> {
+    const MAX_INSTRUCTION_LEN: u64 = 15;
+    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
+        return Vec::new();
+    };
+    let to_page_end = 4096 - (rip & 4095);
+    let first = to_page_end.min(MAX_INSTRUCTION_LEN) as usize;
+    let mut code = vec![0u8; MAX_INSTRUCTION_LEN as usize];
+    if file.read_exact_at(&mut code[..first], rip).is_err() {
+        return Vec::new();
+    }
+    if first < code.len() && file.read_exact_at(&mut code[first..], rip.wrapping_add(first as u64)).is_err() {
+        code.truncate(first);
+    }
+    code
+}
+
+fn from_raw_registers(raw: &libc::user_regs_struct) -> Registers {
+    Registers {
+        r15: raw.r15,
+        r14: raw.r14,
+        r13: raw.r13,
+        r12: raw.r12,
+        rbp: raw.rbp,
+        rbx: raw.rbx,
+        r11: raw.r11,
+        r10: raw.r10,
+        r9: raw.r9,
+        r8: raw.r8,
+        rax: raw.rax,
+        rcx: raw.rcx,
+        rdx: raw.rdx,
+        rsi: raw.rsi,
+        rdi: raw.rdi,
+        orig_rax: raw.orig_rax,
+        rip: raw.rip,
+        cs: raw.cs,
+        eflags: raw.eflags,
+        rsp: raw.rsp,
+        ss: raw.ss,
+        fs_base: raw.fs_base,
+        gs_base: raw.gs_base,
+        ds: raw.ds,
+        es: raw.es,
+        fs: raw.fs,
+        gs: raw.gs,
+    }
+}
+
+fn to_raw_registers(regs: &Registers) -> libc::user_regs_struct {
+    libc::user_regs_struct {
+        r15: regs.r15,
+        r14: regs.r14,
+        r13: regs.r13,
+        r12: regs.r12,
+        rbp: regs.rbp,
+        rbx: regs.rbx,
+        r11: regs.r11,
+        r10: regs.r10,
+        r9: regs.r9,
+        r8: regs.r8,
+        rax: regs.rax,
+        rcx: regs.rcx,
+        rdx: regs.rdx,
+        rsi: regs.rsi,
+        rdi: regs.rdi,
+        orig_rax: regs.orig_rax,
+        rip: regs.rip,
+        cs: regs.cs,
+        eflags: regs.eflags,
+        rsp: regs.rsp,
+        ss: regs.ss,
+        fs_base: regs.fs_base,
+        gs_base: regs.gs_base,
+        ds: regs.ds,
+        es: regs.es,
+        fs: regs.fs,
+        gs: regs.gs,
+    }
+}
