@@ -178,7 +178,7 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     let request = StartRequest {
         pages: set.runs().to_vec(),
         page_size,
-        syscall_gadget: ffitrace_syscall_gadget as usize as u64,
+        syscall_gadget: ffitrace_syscall_gadget as *const () as usize as u64,
     };
     match channel.request(ChildMessage::Start(request)).and_then(|()| channel.receive())? {
         SupervisorMessage::StartReply(StartReply::Started) => {}

@@ -17,6 +17,7 @@ pub enum InitError {
     PtraceDenied(String),
     /// A system call needed to set up tracing failed.
     #[error("{call} failed: {errno}")]
+    #[allow(missing_docs)]
     Os { call: &'static str, errno: std::io::Error },
     /// The IPC channel between the two processes failed.
     #[error("IPC with the supervisor failed: {0}")]
@@ -32,6 +33,7 @@ pub enum TraceError {
     InvalidPages(#[from] PageSetError),
     /// A page range is not mapped in this process; nothing was protected.
     #[error("page range {start:#x}+{len:#x} is not mapped")]
+    #[allow(missing_docs)]
     Unmapped { start: u64, len: u64 },
     /// The supervisor rejected the request.
     #[error("the supervisor rejected the call: {0}")]
@@ -41,6 +43,7 @@ pub enum TraceError {
     Nested,
     /// A system call of the protocol failed.
     #[error("{call} failed: {errno}")]
+    #[allow(missing_docs)]
     Os { call: &'static str, errno: std::io::Error },
     /// The IPC channel to the supervisor failed or timed out.
     #[error("IPC with the supervisor failed: {0}")]

@@ -16,10 +16,13 @@ pub enum Action {
     /// Overwrite the stopped thread's general-purpose registers.
     SetRegisters(Registers),
     /// Write `bytes` into the traced process at `addr`, whatever the page's protection.
+    #[allow(missing_docs)]
     WriteMemory { addr: u64, bytes: Vec<u8> },
     /// Resume the stopped thread for one instruction, delivering `signal` if given.
+    #[allow(missing_docs)]
     Step { signal: Option<SigInfo> },
     /// Resume the stopped thread, delivering `signal` if given.
+    #[allow(missing_docs)]
     Continue { signal: Option<SigInfo> },
     /// Receive the next message the child sent over the IPC channel and feed it back as
     /// [`super::ExecEvent::Message`] (or [`super::ExecEvent::MessageLost`]).
@@ -31,5 +34,6 @@ pub enum Action {
     /// Kill the traced process with SIGKILL.
     Kill,
     /// The traced process is gone: stop supervising and exit with this status.
+    #[allow(missing_docs)]
     Finish { exit_code: i32 },
 }

@@ -11,6 +11,7 @@ pub enum ExecEvent {
     /// The child's message that [`super::Action::ReceiveMessage`] asked for.
     Message(ChildMessage),
     /// [`super::Action::ReceiveMessage`] found no message: the channel closed or timed out.
+    #[allow(missing_docs)]
     MessageLost { reason: String },
     /// The thread stopped because a signal is about to be delivered to it (a
     /// signal-delivery-stop), including the traps of single-steps.
@@ -18,8 +19,10 @@ pub enum ExecEvent {
     /// A ptrace stop that is not a signal delivery (group-stop, `PTRACE_EVENT_*`).
     OtherStop,
     /// The traced program exited with this status.
+    #[allow(missing_docs)]
     Exited { status: i32 },
     /// The traced program was killed by this signal.
+    #[allow(missing_docs)]
     Killed { signal: i32, core_dumped: bool },
 }
 

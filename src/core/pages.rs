@@ -11,6 +11,7 @@ pub struct PageSet {
 
 /// Why a list of page ranges cannot be traced.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)]
 pub enum PageSetError {
     #[error("page size {0} is not a power of two")]
     InvalidPageSize(u64),

@@ -12,8 +12,10 @@ pub enum Report {
     /// A fault the program does not handle: the program is about to die of it.
     Crash(Crash),
     /// The program exited or was killed while a traced call was running.
+    #[allow(missing_docs)]
     DiedDuringCall { status: ExitStatus, trace: CallTrace, pages: Vec<PageRange> },
     /// The traced program or the OS broke the protocol; the program is killed.
+    #[allow(missing_docs)]
     ProtocolError { message: String, trace: Option<CallTrace> },
 }
 
@@ -38,6 +40,7 @@ pub enum ExitStatus {
     /// It exited with this status.
     Exited(i32),
     /// A signal killed it.
+    #[allow(missing_docs)]
     Killed { signal: i32, core_dumped: bool },
 }
 

@@ -1,0 +1,228 @@
+//! Invalid requests, exit statuses, crashes and ptrace being denied.
+//!
+//! Tests that end the traced program run this test binary again with `MODE_VARIABLE` set; the
+//! sub-process initialises its own supervisor, so its exit status is the supervisor's.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ffitrace::{PageRange, Report, TraceError, TraceOutcome};
+
+use super::support::{expect_eq, trace, Fixtures, Pages, TestResult};
+
+pub const MODE_VARIABLE: &str = "FFITRACE_EMBED_MODE";
+
+pub fn unaligned_pages_rejected(_: &Fixtures) -> TestResult {
+    let buffer = Pages::new(2);
+    let range = PageRange { start: buffer.base as u64 + 8, len: buffer.len as u64 };
+    let mut ran = false;
+    let result = ffitrace::trace_call(&[range], || ran = true);
+    expect_eq("ran", ran, false)?;
+    match result {
+        Err(TraceError::InvalidPages(_)) => Ok(()),
+        other => Err(format!("expected InvalidPages, got {other:?}")),
+    }
+}
+
+pub fn overlapping_pages_rejected(_: &Fixtures) -> TestResult {
+    let buffer = Pages::new(2);
+    let page = ffitrace::page_size() as u64;
+    let whole = buffer.range();
+    let second = PageRange { start: whole.start + page, len: page };
+    for ranges in [vec![whole, second], vec![whole, whole]] {
+        let mut ran = false;
+        let result = ffitrace::trace_call(&ranges, || ran = true);
+        expect_eq("ran", ran, false)?;
+        if !matches!(result, Err(TraceError::InvalidPages(_))) {
+            return Err(format!("expected InvalidPages for {ranges:?}, got {result:?}"));
+        }
+    }
+    // Nothing was protected: the pages are still writable.
+    unsafe { buffer.base.write(1) };
+    Ok(())
+}
+
+pub fn unmapped_pages_rejected(_: &Fixtures) -> TestResult {
+    let mapped = Pages::new(1);
+    let unmapped = Pages::new(1);
+    let gone = unmapped.range();
+    drop(unmapped);
+    let result = ffitrace::trace_call(&[mapped.range(), gone], || ());
+    if !matches!(result, Err(TraceError::Unmapped { .. })) {
+        return Err(format!("expected Unmapped, got {result:?}"));
+    }
+    unsafe { mapped.base.write(1) };
+    Ok(())
+}
+
+pub fn nested_call_rejected(_: &Fixtures) -> TestResult {
+    let outer = Pages::new(1);
+    let inner = Pages::new(1);
+    let (inner_result, _) = trace(&[&outer], || ffitrace::trace_call(&[inner.range()], || ()))?;
+    match inner_result {
+        Err(TraceError::Nested) => Ok(()),
+        other => Err(format!("expected Nested, got {other:?}")),
+    }
+}
+
+pub fn exit_code_forwarded(_: &Fixtures) -> TestResult {
+    let output = run_mode_process("exit-code")?;
+    expect_eq("exit status", output.status.code(), Some(23))
+}
+
+pub fn set_exit_code_overrides_zero(_: &Fixtures) -> TestResult {
+    let output = run_mode_process("set-exit-code")?;
+    expect_eq("exit status", output.status.code(), Some(42))
+}
+
+pub fn crash_in_call_reported(_: &Fixtures) -> TestResult {
+    let output = run_mode_process("crash")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    expect_eq("exit status", output.status.code(), Some(128 + libc::SIGSEGV))?;
+    expect_eq("report", stderr.trim(), "crash signal 11 at 0x0, 2 accesses traced before it")
+}
+
+pub fn exit_during_call(_: &Fixtures) -> TestResult {
+    let output = run_mode_process("exit-in-call")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    expect_eq("exit status", output.status.code(), Some(7))?;
+    expect_eq("report", stderr.trim(), "died with Exited(7), 2 accesses traced before it")
+}
+
+pub fn ptrace_denied_runs_untraced(_: &Fixtures) -> TestResult {
+    let output = run_mode_process("ptrace-denied")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    expect_eq("exit status", output.status.code(), Some(0))?;
+    let mut lines = stdout.lines();
+    let first = lines.next().unwrap_or_default();
+    if !first.starts_with("init: ptrace is not permitted: PTRACE_SEIZE failed") {
+        return Err(format!("unexpected init message: {first}"));
+    }
+    expect_eq("call", lines.next(), Some("untraced call returned 42"))
+}
+
+/// Runs this binary in `mode` and waits at most a minute for it.
+fn run_mode_process(mode: &str) -> Result<Output, String> {
+    let executable = std::env::current_exe().map_err(|error| error.to_string())?;
+    let mut child = Command::new(executable)
+        .env(MODE_VARIABLE, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("spawning the {mode} process failed: {error}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().map_err(|error| error.to_string())?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!("the {mode} process hung"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().map_err(|error| error.to_string())
+}
+
+/// Entry point of the sub-processes; never returns.
+pub fn run_mode(mode: &str) -> ! {
+    match mode {
+        "exit-code" => {
+            init_with_report();
+            std::process::exit(23);
+        }
+        "set-exit-code" => {
+            init_with_report();
+            if let Err(error) = ffitrace::set_exit_code(42) {
+                println!("set_exit_code failed: {error}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+        "crash" | "exit-in-call" => {
+            let fixtures = load_built_fixtures();
+            init_with_report();
+            let buffer = Pages::new(1);
+            let increment = fixtures.function("increment_int").unwrap_or_else(|error| fail(&error));
+            let crash = fixtures.function("write_null").unwrap_or_else(|error| fail(&error));
+            let _ = ffitrace::trace_call(&[buffer.range()], || {
+                increment(buffer.base);
+                if mode == "crash" {
+                    crash(buffer.base);
+                }
+                // SAFETY: _exit ends the process without running anything else.
+                unsafe { libc::_exit(7) }
+            });
+            fail("the traced call returned")
+        }
+        "ptrace-denied" => {
+            deny_ptrace();
+            match unsafe { ffitrace::init(ffitrace::Options::default()) } {
+                Ok(()) => fail("init succeeded although ptrace is denied"),
+                Err(error) => println!("init: {error}"),
+            }
+            let buffer = Pages::new(1);
+            match ffitrace::trace_call(&[buffer.range()], || 42) {
+                Ok(traced) if matches!(traced.outcome, TraceOutcome::Untraced(_)) => {
+                    println!("untraced call returned {}", traced.value)
+                }
+                other => println!("unexpected result: {other:?}"),
+            }
+            std::process::exit(0);
+        }
+        other => fail(&format!("unknown mode {other}")),
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::exit(99);
+}
+
+fn load_built_fixtures() -> Fixtures {
+    Fixtures::build().unwrap_or_else(|error| fail(&error))
+}
+
+/// Initialises tracing with a report handler that prints one line per report to stderr.
+fn init_with_report() {
+    let report = |report: &Report, _: &ffitrace::ProcessView| {
+        let line = match report {
+            Report::Crash(crash) => {
+                let traced = crash.trace.as_ref().map_or(0, |trace| trace.accesses.len());
+                format!("crash signal {} at {:#x}, {traced} accesses traced before it", crash.info.signo, crash.info.addr)
+            }
+            Report::DiedDuringCall { status, trace, .. } => {
+                format!("died with {status:?}, {} accesses traced before it", trace.accesses.len())
+            }
+            Report::ProtocolError { message, .. } => format!("protocol error: {message}"),
+        };
+        let _ = writeln!(std::io::stderr(), "{line}");
+    };
+    let options = ffitrace::Options { report: Box::new(report), ..ffitrace::Options::default() };
+    // SAFETY: called at the start of a sub-process that has a single thread.
+    if let Err(error) = unsafe { ffitrace::init(options) } {
+        fail(&format!("init failed: {error}"));
+    }
+}
+
+/// Installs a seccomp filter that makes `ptrace` fail with EPERM, as container runtimes do.
+fn deny_ptrace() {
+    const LOAD_SYSCALL_NUMBER: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    let filter = [
+        libc::sock_filter { code: LOAD_SYSCALL_NUMBER, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter { code: JUMP_IF_EQUAL, jt: 0, jf: 1, k: libc::SYS_ptrace as u32 },
+        libc::sock_filter { code: RETURN, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::EPERM as u32 },
+        libc::sock_filter { code: RETURN, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW },
+    ];
+    let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+    // SAFETY: `program` points at `filter`, which outlives both calls.
+    let installed = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program as *const _) == 0
+    };
+    if !installed {
+        fail("installing the seccomp filter failed");
+    }
+}
