@@ -36,3 +36,26 @@ pub struct Registers {
     pub fs: u64,
     pub gs: u64,
 }
+
+/// The vector and opmask registers of a stopped thread, for instructions whose addresses or
+/// accessed elements depend on them (VSIB gathers and scatters, masked loads and stores).
+///
+/// Registers the CPU does not have (the upper halves of `zmm` without AVX-512, `zmm16..31`,
+/// the opmasks) read as zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VectorRegisters {
+    /// `zmm0..zmm31` as eight little-endian quadwords each: `xmmN` is the first two and
+    /// `ymmN` the first four.
+    pub zmm: Vec<[u64; 8]>,
+    /// The AVX-512 opmask registers `k0..k7`.
+    pub k: [u64; 8],
+}
+
+impl VectorRegisters {
+    /// Returns `count` bytes (at most 64) of vector register `index`, or zeros if the register
+    /// is not present.
+    pub fn bytes(&self, index: usize, count: usize) -> Vec<u8> {
+        let quadwords = self.zmm.get(index).copied().unwrap_or([0; 8]);
+        quadwords.iter().flat_map(|word| word.to_le_bytes()).take(count.min(64)).collect()
+    }
+}

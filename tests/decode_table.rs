@@ -36,7 +36,12 @@ use Expect::{Accesses, Unsupported};
 
 /// One instruction: a name for failure messages, its bytes in hex, registers to override
 /// (by `user_regs_struct` field name) and the expected outcome.
-struct Row(&'static str, &'static str, &'static [(&'static str, u64)], Expect);
+struct Row(
+    &'static str,
+    &'static str,
+    &'static [(&'static str, u64)],
+    Expect,
+);
 
 fn base_regs() -> Registers {
     Registers {
@@ -162,7 +167,7 @@ const ROWS: &[Row] = &[
     Row("scasw", "66af", &[], Accesses(&[(RDI, 2, R)])),
     Row("xlatb: rbx + zero-extended al", "d7", &[("rax", 0xffff_ffff_ffff_ff85)], Accesses(&[(RBX + 0x85, 1, R)])),
 
-    // Bit tests with a register offset access the unit that holds the bit.
+    // Bit tests with a register offset access the unit that contains the bit.
     Row("bt qword ptr [rdi], rsi with offset 1000", "480fa337", &[("rsi", 1000)], Accesses(&[(RDI + 120, 8, R)])),
     Row("bt qword ptr [rdi], rsi with offset 2^32", "480fa337", &[("rsi", 1 << 32)], Accesses(&[(RDI + (1 << 29), 8, R)])),
     Row("bt qword ptr [rdi], rsi with offset -1", "480fa337", &[("rsi", u64::MAX)], Accesses(&[(RDI - 8, 8, R)])),
@@ -202,7 +207,7 @@ const ROWS: &[Row] = &[
     Row("prefetcht0 byte ptr [rdi]", "0f180f", &[], Accesses(&[])),
 
     // What the decoder does not model.
-    Row("vpgatherdd ymm0, dword ptr [rdi+ymm1*4], ymm2", "c4e26d90048f", &[], Unsupported("vector register")),
+    Row("vpgatherdd ymm0, [rdi+ymm1*4], ymm2", "c4e26d90048f", &[], Unsupported("vector register")),
     Row("xsave [rdi]", "0fae27", &[], Unsupported("size")),
     Row("push es (invalid in 64-bit mode)", "0690909090", &[], Unsupported("not a valid")),
     Row("ff /7 (undefined)", "ffff", &[], Unsupported("not a valid")),
@@ -224,27 +229,44 @@ fn every_row_decodes_to_its_accesses() {
             failures.push(format!("{name} ({hex}): {failure}"));
         }
     }
-    assert!(failures.is_empty(), "{} rows failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
-/// Returns a description of how the decoder's answer differs from `expect`, if it does.
+/// Returns a description of how the decoder's result differs from `expect`, if it does.
 fn check(code: &[u8], regs: &Registers, expect: &Expect) -> Option<String> {
     match (decode_x86_64(code, regs), expect) {
         (Decoded::Instruction(instr), Accesses(want)) => {
-            let want: Vec<Access> = want.iter().map(|&(addr, size, kind)| Access { addr, size, kind }).collect();
+            let want: Vec<Access> = want
+                .iter()
+                .map(|&(addr, size, kind)| Access { addr, size, kind })
+                .collect();
             if instr.len != code.len() {
                 Some(format!("length {} instead of {}", instr.len, code.len()))
             } else if instr.accesses != want {
-                Some(format!("accesses\n    {:x?}\n  instead of\n    {:x?}", instr.accesses, want))
+                Some(format!(
+                    "accesses\n    {:x?}\n  instead of\n    {:x?}",
+                    instr.accesses, want
+                ))
             } else {
                 None
             }
         }
         (Decoded::Unsupported(gap), Unsupported(reason)) => {
             if gap.addr != regs.rip {
-                Some(format!("unsupported at {:#x} instead of {:#x}", gap.addr, regs.rip))
+                Some(format!(
+                    "unsupported at {:#x} instead of {:#x}",
+                    gap.addr, regs.rip
+                ))
             } else if !gap.reason.contains(reason) {
-                Some(format!("reason {:?} does not mention {reason:?}", gap.reason))
+                Some(format!(
+                    "reason {:?} does not mention {reason:?}",
+                    gap.reason
+                ))
             } else {
                 None
             }
@@ -260,7 +282,10 @@ fn text_is_intel_syntax_or_hex() {
         panic!("mov from fs: did not decode");
     };
     assert_eq!(instr.text, "mov rax, fs:[0x28]");
-    assert_eq!(disassemble_x86_64(&bytes("ff17"), RIP).as_deref(), Some("call qword ptr [rdi]"));
+    assert_eq!(
+        disassemble_x86_64(&bytes("ff17"), RIP).as_deref(),
+        Some("call qword ptr [rdi]")
+    );
     assert_eq!(disassemble_x86_64(&bytes("06"), RIP), None);
 
     let Decoded::Unsupported(gap) = decode_x86_64(&bytes("488b"), &regs) else {
@@ -276,7 +301,9 @@ fn text_is_intel_syntax_or_hex() {
 #[test]
 fn trailing_bytes_after_the_instruction_are_ignored() {
     let regs = base_regs();
-    let Decoded::Instruction(instr) = decode_x86_64(&bytes("8707ffffffffffffffffffffffffff"), &regs) else {
+    let Decoded::Instruction(instr) =
+        decode_x86_64(&bytes("8707ffffffffffffffffffffffffff"), &regs)
+    else {
         panic!("xchg followed by other bytes did not decode");
     };
     assert_eq!(instr.len, 2);
@@ -287,8 +314,33 @@ fn registers_from(values: [u64; 27]) -> Registers {
     let [r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss, fs_base, gs_base, ds, es, fs, gs] =
         values;
     Registers {
-        r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss,
-        fs_base, gs_base, ds, es, fs, gs,
+        r15,
+        r14,
+        r13,
+        r12,
+        rbp,
+        rbx,
+        r11,
+        r10,
+        r9,
+        r8,
+        rax,
+        rcx,
+        rdx,
+        rsi,
+        rdi,
+        orig_rax,
+        rip,
+        cs,
+        eflags,
+        rsp,
+        ss,
+        fs_base,
+        gs_base,
+        ds,
+        es,
+        fs,
+        gs,
     }
 }
 
@@ -308,4 +360,40 @@ proptest! {
         }
         let _ = disassemble_x86_64(&code, regs.rip);
     }
+
+    /// Random bytes rarely start with an escape or a prefix; this run always does, to reach
+    /// the VEX, EVEX, string and address-size forms more often.
+    #[test]
+    fn decode_never_panics_after_a_prefix(
+        prefix in prop::sample::select(PREFIXES),
+        tail in prop::collection::vec(any::<u8>(), 0..16),
+        values in prop::array::uniform::<_, 27>(any::<u64>()),
+    ) {
+        let code: Vec<u8> = prefix.iter().chain(&tail).copied().collect();
+        let regs = registers_from(values);
+        if let Decoded::Instruction(instr) = decode_x86_64(&code, &regs) {
+            prop_assert!(instr.len >= 1 && instr.len <= code.len());
+        }
+    }
 }
+
+const PREFIXES: &[&[u8]] = &[
+    &[0x62],
+    &[0xc4],
+    &[0xc5],
+    &[0x8f],
+    &[0x0f],
+    &[0x0f, 0x38],
+    &[0x0f, 0x3a],
+    &[0x0f, 0xc7],
+    &[0xf3],
+    &[0xf2],
+    &[0xf0],
+    &[0x67],
+    &[0x66],
+    &[0x64],
+    &[0x65],
+    &[0x48],
+    &[0x67, 0xf3],
+    &[0xf0, 0x48, 0x0f],
+];

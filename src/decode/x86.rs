@@ -19,7 +19,7 @@ use super::{Decoded, DecodedInstruction};
 use crate::event::{Access, AccessKind, UnsupportedInstruction};
 use crate::regs::Registers;
 
-/// The longest x86 instruction, in bytes; the CPU rejects anything longer.
+/// Maximum length of an x86 instruction in bytes.
 const MAX_INSTRUCTION_LEN: usize = 15;
 
 /// Decodes the instruction at the start of `code`, located at `regs.rip`, and computes the
@@ -43,10 +43,12 @@ pub(super) fn decode(code: &[u8], regs: &Registers) -> Decoded {
 /// Returns the instruction at the start of `code` in Intel syntax, or `None` if the bytes
 /// are not a complete, valid instruction.
 pub(super) fn disassemble(code: &[u8], rip: u64) -> Option<String> {
-    decode_instruction(code, rip).ok().map(|instr| format(&instr))
+    decode_instruction(code, rip)
+        .ok()
+        .map(|instr| format(&instr))
 }
 
-/// Why an instruction's accesses could not be given.
+/// Reason the decoder could not compute an instruction's accesses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Gap {
     /// No bytes at all.
@@ -57,7 +59,7 @@ enum Gap {
     Invalid,
     /// An address depends on a vector register (VSIB gathers and scatters).
     VectorRegister,
-    /// An address depends on some other register that [`Registers`] does not hold.
+    /// An address depends on another register that [`Registers`] does not contain.
     MissingRegister(Register),
     /// The operand's length depends on processor state (XSAVE area, AMX tiles).
     UnknownSize,
@@ -110,8 +112,9 @@ fn accesses(instr: &Instruction, regs: &Registers) -> Result<Vec<Access>, Gap> {
         operands.sort_by_key(|mem| writes(corrections::corrected_access(instr, mem.access())));
     }
 
+    // Only BT, BTS, BTR and BTC get a non-zero delta, and they have one memory operand.
     let bit_base_delta = corrections::bit_base_displacement(instr, regs);
-    let mut accesses = Vec::with_capacity(operands.len() * 2);
+    let mut accesses = Vec::new();
     for mem in &operands {
         let kinds = access_kinds(corrections::corrected_access(instr, mem.access()));
         if kinds.is_empty() {
@@ -167,12 +170,15 @@ fn writes(access: OpAccess) -> bool {
     )
 }
 
-/// Formats `instr` in Intel syntax with `0x` hexadecimal numbers, as objdump and GDB do.
+/// Formats `instr` in Intel syntax with lowercase `0x` hexadecimal numbers, as objdump and
+/// GDB print them. A memory operand's size is shown only where the registers leave it open.
 fn format(instr: &Instruction) -> String {
     let mut formatter = IntelFormatter::new();
     let options = formatter.options_mut();
     options.set_hex_prefix("0x");
     options.set_hex_suffix("");
+    options.set_uppercase_hex(false);
+    options.set_branch_leading_zeros(false);
     options.set_space_after_operand_separator(true);
     let mut text = String::new();
     formatter.format(instr, &mut text);
@@ -181,8 +187,8 @@ fn format(instr: &Instruction) -> String {
 
 /// Formats up to one instruction's worth of bytes as space-separated hexadecimal.
 fn hex(code: &[u8]) -> String {
-    let shown = code.get(..MAX_INSTRUCTION_LEN).unwrap_or(code);
-    shown
+    let instruction_bytes = code.get(..MAX_INSTRUCTION_LEN).unwrap_or(code);
+    instruction_bytes
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect::<Vec<_>>()

@@ -3,6 +3,7 @@
 
 mod ptrace;
 mod wait;
+mod xstate;
 
 use std::time::Duration;
 

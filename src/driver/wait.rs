@@ -20,6 +20,9 @@ pub(super) enum WaitStatus {
 
 /// Decodes a raw status as `<sys/wait.h>` defines it on Linux.
 pub(super) fn decode_status(status: i32) -> WaitStatus {
+    if status == 0xffff {
+        return WaitStatus::Other;
+    }
     let low = status & 0x7f;
     if low == 0 {
         return WaitStatus::Exited((status >> 8) & 0xff);
@@ -31,9 +34,6 @@ pub(super) fn decode_status(status: i32) -> WaitStatus {
             return WaitStatus::EventStop { signal, event };
         }
         return WaitStatus::SignalStop(signal);
-    }
-    if status == 0xffff {
-        return WaitStatus::Other;
     }
     WaitStatus::Killed { signal: low, core_dumped: status & 0x80 != 0 }
 }

@@ -1,1 +1,3 @@
+mod args;
+mod cli;
 fn main() {}

@@ -1,8 +1,13 @@
 //! The places where iced's access model differs from what the CPU does, and the fixes.
 //!
 //! iced describes each memory operand as the instruction set reference draws it. The tracer
-//! needs the bytes one execution touches, in order, with these registers; every rule that
-//! bridges the two lives here so the main decoding loop stays a plain translation.
+//! needs the bytes that one execution touches, in order, with the current registers. Every
+//! rule that bridges the two is in this file, so the main decoding loop stays a plain
+//! translation.
+//!
+//! NOTE: masked loads (VMASKMOVPS/PD, VPMASKMOVD/Q, AVX-512 loads under an opmask) are
+//! reported as reads of the whole operand, because the mask is in a register the decoder
+//! cannot see. The CPU does not read the masked-off elements.
 
 use iced_x86::{Instruction, Mnemonic, OpAccess, OpKind, Register, UsedMemory};
 
@@ -13,12 +18,13 @@ use crate::regs::Registers;
 /// unchanged.
 ///
 /// - CMPXCHG, CMPXCHG8B and CMPXCHG16B: the Intel SDM instruction reference (Vol. 2A,
-///   CMPXCHG and CMPXCHG8B/CMPXCHG16B) says the destination receives a write cycle whatever
-///   the comparison's outcome; a failed compare writes back the value it read. iced calls the
-///   write conditional; it is certain.
+///   CMPXCHG and CMPXCHG8B/CMPXCHG16B) states that the destination receives a write cycle
+///   whatever the outcome of the comparison, and a failed compare writes back the value it
+///   read. iced calls the write conditional, but it is certain.
 /// - MASKMOVQ, MASKMOVDQU, VMASKMOVDQU, VMASKMOVPS/PD and VPMASKMOVD/Q stores: only the
 ///   elements whose mask bit is set are written, and the mask is in a vector register the
-///   decoder cannot see. iced calls the whole operand written; it may be.
+///   decoder cannot see. iced reports a certain write of the whole operand, so the decoder
+///   reports a possible write instead.
 /// - A repeated string instruction (REP, REPE, REPNE): iced covers all iterations with
 ///   conditional accesses. The decoder reports only the iteration about to run, which runs
 ///   whenever the count register is non-zero, and the caller has already handled a zero count.
@@ -51,8 +57,8 @@ pub(super) fn corrected_access(instr: &Instruction, access: OpAccess) -> OpAcces
 
 /// Returns the size in bytes of one access to `mem`.
 ///
-/// iced gives a repeated string instruction's operands no size, since the whole run covers
-/// an unknown length; one iteration accesses one element.
+/// iced gives the operands of a repeated string instruction no size (`MemorySize::Unknown`)
+/// because it describes the whole run. One iteration accesses one element.
 pub(super) fn access_size(instr: &Instruction, mem: &UsedMemory) -> usize {
     if is_repeated_string(instr) {
         instr.memory_size().size()
@@ -75,9 +81,9 @@ pub(super) fn repeats_zero_times(instr: &Instruction, regs: &Registers) -> bool 
     register_value(regs, count, 0) == Some(0)
 }
 
-/// Returns true for an instruction whose memory reads the CPU performs before its memory
-/// writes although iced lists the write first: POP to memory (the stack is read, then the
-/// destination written) and MOVS (the source is read, then the destination written).
+/// Returns true for an instruction that reads memory before it writes memory although iced
+/// lists the write first. POP to memory reads the stack, then writes the destination. MOVS
+/// reads the source, then writes the destination.
 pub(super) fn reads_before_writes(instr: &Instruction) -> bool {
     let pop_to_memory = instr.mnemonic() == Mnemonic::Pop && instr.op0_kind() == OpKind::Memory;
     pop_to_memory || is_string(instr)
@@ -86,20 +92,20 @@ pub(super) fn reads_before_writes(instr: &Instruction) -> bool {
 /// Returns the number of bytes to add to the memory operand's address when BT, BTS, BTR or
 /// BTC takes its bit offset from a register.
 ///
-/// With a register offset the memory operand is only the bit base: the Intel SDM (Vol. 2A,
-/// BT) says the CPU accesses the operand-size unit that holds the addressed bit, at
-/// `address + operand_size * floor(offset / (8 * operand_size))` for the register's value
-/// read as signed. iced reports the unit at the bit base. An immediate offset is taken
-/// modulo the operand width, so the nominal operand is right and this returns 0.
+/// With a register offset the memory operand is only the bit base, and the offset is the
+/// register's value read as signed. The Intel SDM (Vol. 2A, BT) gives the bytes the CPU may
+/// access as `address + 4 * (offset DIV 32)` for a 32-bit operand and
+/// `address + 2 * (offset DIV 16)` for a 16-bit one, with DIV rounding towards negative
+/// infinity. This applies the same rule to 64-bit operands: the operand-size unit that
+/// contains the addressed bit. iced reports the unit at the bit base instead. An immediate
+/// offset is taken modulo the operand width, so the nominal operand is right and this
+/// returns 0.
 pub(super) fn bit_base_displacement(instr: &Instruction, regs: &Registers) -> i64 {
     let is_bit_test = matches!(
         instr.mnemonic(),
         Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
     );
-    if !is_bit_test
-        || instr.op0_kind() != OpKind::Memory
-        || instr.op1_kind() != OpKind::Register
-    {
+    if !is_bit_test || instr.op0_kind() != OpKind::Memory || instr.op1_kind() != OpKind::Register {
         return 0;
     }
     let Some(offset) = signed_register_value(regs, instr.op1_register()) else {
@@ -157,10 +163,6 @@ fn is_repeated_string(instr: &Instruction) -> bool {
 
 /// Returns true if a string instruction addresses memory through ESI/EDI (0x67 prefix).
 fn uses_32_bit_string_addresses(instr: &Instruction) -> bool {
-    (0..instr.op_count()).any(|i| {
-        matches!(
-            instr.op_kind(i),
-            OpKind::MemorySegESI | OpKind::MemoryESEDI
-        )
-    })
+    (0..instr.op_count())
+        .any(|i| matches!(instr.op_kind(i), OpKind::MemorySegESI | OpKind::MemoryESEDI))
 }

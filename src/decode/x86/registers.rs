@@ -5,7 +5,7 @@ use iced_x86::Register;
 use crate::regs::Registers;
 
 /// Returns the value of `reg` as an address computation uses it, or `None` for a register
-/// that [`Registers`] does not hold (vector, mask, control and debug registers).
+/// that [`Registers`] does not contain (vector, mask, control and debug registers).
 ///
 /// A sub-register yields only its own bits, zero-extended: `AL` the low byte of `RAX`, `AH`
 /// bits 8 to 15, `EAX` the low 32 bits. `next_ip` is the address of the following
@@ -101,7 +101,10 @@ mod tests {
         assert_eq!(register_value(&r, Register::AH, 0), Some(0x77));
         assert_eq!(register_value(&r, Register::AX, 0), Some(0x7788));
         assert_eq!(register_value(&r, Register::EAX, 0), Some(0x5566_7788));
-        assert_eq!(register_value(&r, Register::RAX, 0), Some(0x1122_3344_5566_7788));
+        assert_eq!(
+            register_value(&r, Register::RAX, 0),
+            Some(0x1122_3344_5566_7788)
+        );
         assert_eq!(register_value(&r, Register::R9L, 0), Some(0xfe));
         assert_eq!(register_value(&r, Register::R9W, 0), Some(0xfffe));
         assert_eq!(register_value(&r, Register::R9D, 0), Some(0x8000_fffe));

@@ -1,0 +1,144 @@
+//! Reading the vector and opmask registers from the XSAVE area (`PTRACE_GETREGSET` with
+//! `NT_X86_XSTATE`), which Linux returns in the standard (non-compacted) format.
+
+use crate::regs::VectorRegisters;
+
+/// `NT_X86_XSTATE` from `<elf.h>`.
+const NT_X86_XSTATE: libc::c_int = 0x202;
+/// Large enough for every XSAVE component Linux exposes today, AMX tiles included.
+const XSAVE_BUFFER_LEN: usize = 16 * 1024;
+/// Offset of `xmm0` in the legacy FXSAVE region.
+const XMM_OFFSET: usize = 160;
+/// Offset of the XSAVE header's XSTATE_BV bitmap.
+const XSTATE_BV_OFFSET: usize = 512;
+
+/// Where each XSAVE component starts in the standard format, from CPUID leaf 0xD.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct XsaveLayout {
+    /// Upper halves of `ymm0..15` (component 2).
+    pub ymm_high: Option<usize>,
+    /// `k0..k7` (component 5).
+    pub opmask: Option<usize>,
+    /// Upper halves of `zmm0..15` (component 6).
+    pub zmm_high: Option<usize>,
+    /// `zmm16..31` (component 7).
+    pub zmm16: Option<usize>,
+}
+
+impl XsaveLayout {
+    /// Asks the CPU where the components live.
+    pub(super) fn from_cpuid() -> XsaveLayout {
+        let offset = |component: u32| {
+            // SAFETY: CPUID leaf 0xD exists on every x86-64 CPU that has XSAVE, and on others
+            // returns zeros, which the caller treats as "absent".
+            let leaf = unsafe { std::arch::x86_64::__cpuid_count(0xd, component) };
+            (leaf.eax != 0 && leaf.ebx != 0).then_some(leaf.ebx as usize)
+        };
+        XsaveLayout { ymm_high: offset(2), opmask: offset(5), zmm_high: offset(6), zmm16: offset(7) }
+    }
+}
+
+/// Reads the thread's vector registers.
+pub(super) fn read_vector_registers(pid: i32, layout: &XsaveLayout) -> Result<VectorRegisters, String> {
+    let mut area = vec![0u8; XSAVE_BUFFER_LEN];
+    let mut iov = libc::iovec { iov_base: area.as_mut_ptr().cast(), iov_len: area.len() };
+    // SAFETY: `iov` describes `area`, which stays alive for the call; the kernel shortens
+    // `iov_len` to what it wrote.
+    let result = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, pid, NT_X86_XSTATE as usize, &mut iov as *mut _) };
+    if result != 0 {
+        return Err(format!("PTRACE_GETREGSET(NT_X86_XSTATE) failed: {}", std::io::Error::last_os_error()));
+    }
+    area.truncate(iov.iov_len);
+    Ok(parse_xsave(&area, layout))
+}
+
+/// Decodes the registers from an XSAVE area; components the header marks as in their initial
+/// state, or that lie outside `area`, read as zero.
+pub(super) fn parse_xsave(area: &[u8], layout: &XsaveLayout) -> VectorRegisters {
+    let quadword = |offset: usize| -> u64 {
+        area.get(offset..offset + 8)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let xstate_bv = quadword(XSTATE_BV_OFFSET);
+    let present = |component: u32| xstate_bv & (1 << component) != 0;
+
+    let mut registers = VectorRegisters { zmm: vec![[0; 8]; 32], k: [0; 8] };
+    for (index, zmm) in registers.zmm.iter_mut().enumerate().take(16) {
+        if present(1) {
+            zmm[0] = quadword(XMM_OFFSET + index * 16);
+            zmm[1] = quadword(XMM_OFFSET + index * 16 + 8);
+        }
+        if let (true, Some(base)) = (present(2), layout.ymm_high) {
+            zmm[2] = quadword(base + index * 16);
+            zmm[3] = quadword(base + index * 16 + 8);
+        }
+        if let (true, Some(base)) = (present(6), layout.zmm_high) {
+            for word in 0..4 {
+                zmm[4 + word] = quadword(base + index * 32 + word * 8);
+            }
+        }
+    }
+    if let (true, Some(base)) = (present(7), layout.zmm16) {
+        for (index, zmm) in registers.zmm.iter_mut().enumerate().skip(16) {
+            for (word, value) in zmm.iter_mut().enumerate() {
+                *value = quadword(base + (index - 16) * 64 + word * 8);
+            }
+        }
+    }
+    if let (true, Some(base)) = (present(5), layout.opmask) {
+        for (index, k) in registers.k.iter_mut().enumerate() {
+            *k = quadword(base + index * 8);
+        }
+    }
+    registers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(area: &mut [u8], offset: usize, value: u64) {
+        area[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    const LAYOUT: XsaveLayout =
+        XsaveLayout { ymm_high: Some(576), opmask: Some(1088), zmm_high: Some(1152), zmm16: Some(1664) };
+
+    #[test]
+    fn xsave_components_by_header() {
+        let mut area = vec![0u8; 2688];
+        put(&mut area, XSTATE_BV_OFFSET, 0b1110_0110);
+        put(&mut area, XMM_OFFSET + 16 * 3, 0x1111);
+        put(&mut area, 576 + 16 * 3 + 8, 0x2222);
+        put(&mut area, 1152 + 32 * 3 + 24, 0x3333);
+        put(&mut area, 1664 + 64 * 2, 0x4444);
+        put(&mut area, 1088 + 8 * 1, 0xff00);
+
+        let registers = parse_xsave(&area, &LAYOUT);
+
+        assert_eq!(registers.zmm[3], [0x1111, 0, 0, 0x2222, 0, 0, 0, 0x3333]);
+        assert_eq!(registers.zmm[18][0], 0x4444);
+        assert_eq!(registers.k[1], 0xff00);
+    }
+
+    #[test]
+    fn xsave_initial_components_read_zero() {
+        let mut area = vec![0u8; 2688];
+        put(&mut area, XSTATE_BV_OFFSET, 0b10);
+        put(&mut area, 576, 0x2222);
+        put(&mut area, 1088, 0xff);
+
+        let registers = parse_xsave(&area, &LAYOUT);
+
+        assert_eq!(registers.zmm[0][2], 0);
+        assert_eq!(registers.k[0], 0);
+    }
+
+    #[test]
+    fn xsave_short_area_reads_zero() {
+        let registers = parse_xsave(&[0u8; 100], &LAYOUT);
+        assert_eq!(registers.zmm.len(), 32);
+        assert!(registers.zmm.iter().all(|zmm| *zmm == [0; 8]));
+    }
+}
