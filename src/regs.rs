@@ -59,3 +59,31 @@ impl VectorRegisters {
         quadwords.iter().flat_map(|word| word.to_le_bytes()).take(count.min(64)).collect()
     }
 }
+
+/// The AArch64 registers that the decoder reads to compute a stopped thread's accesses.
+///
+/// The decoder needs no SIMD&FP register: every modelled address comes from a general-purpose
+/// register, the stack pointer or the program counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Aarch64Registers {
+    /// The general-purpose registers `x0..x30`.
+    pub x: [u64; 31],
+    /// The stack pointer, which base register number 31 names in loads and stores.
+    pub sp: u64,
+    /// Address of the instruction, the base of literal (PC-relative) loads.
+    pub pc: u64,
+    /// Number of bytes that `dc zva` zeroes, `4 << DCZID_EL0.BS`. The decoder cannot read
+    /// DCZID_EL0 itself, so the caller supplies it. Defaults to 64, the value on most cores.
+    #[serde(default = "default_dczva_block_size")]
+    pub dczva_block_size: u32,
+}
+
+impl Default for Aarch64Registers {
+    fn default() -> Aarch64Registers {
+        Aarch64Registers { x: [0; 31], sp: 0, pc: 0, dczva_block_size: default_dczva_block_size() }
+    }
+}
+
+fn default_dczva_block_size() -> u32 {
+    64
+}

@@ -13,8 +13,11 @@
 //! - `89 07`: `mov dword [rdi], eax`
 //! - `01 07`: `add dword [rdi], eax`
 //! - `48 8b 07`: `mov rax, qword [rdi]`
+//! - `a4`: `movs byte [rdi], byte [rsi]`
 
-use ffitrace::core::{Action, Disposition, ExecEvent, SigInfo, SignalStop, Supervisor, PROTOCOL_COOKIE, PROTOCOL_SIGNAL};
+use ffitrace::core::{
+    Action, Disposition, ExecEvent, SigInfo, SignalStop, Supervisor, PROTOCOL_COOKIE, PROTOCOL_SIGNAL,
+};
 use ffitrace::messages::{ChildMessage, StartRequest};
 use ffitrace::regs::Registers;
 use ffitrace::PageRange;
@@ -49,11 +52,13 @@ const TRAP_BRKPT: i32 = 1;
 const TRAP_TRACE: i32 = 2;
 /// `si_code` of a signal the kernel sends for its own reasons, such as an expired `alarm`.
 const SI_KERNEL: i32 = 0x80;
+const ENOMEM: i64 = 12;
 
 const MOV_EAX_FROM_RDI: &[u8] = &[0x8b, 0x07];
 const MOV_EAX_TO_RDI: &[u8] = &[0x89, 0x07];
 const ADD_EAX_TO_RDI: &[u8] = &[0x01, 0x07];
 const MOV_RAX_FROM_RDI: &[u8] = &[0x48, 0x8b, 0x07];
+const MOVSB: &[u8] = &[0xa4];
 
 /// One line of a transcript: an event and the actions the core returned for it.
 struct Entry {
@@ -100,7 +105,7 @@ impl Script {
         }));
     }
 
-    /// Returns the registers of the last `SetRegisters` action: where the child now stands.
+    /// Returns the registers of the last `SetRegisters` action, which the child now has.
     fn child_registers(&self) -> Registers {
         let mut actions = self.transcript.iter().rev().flat_map(|entry| entry.actions.iter().rev());
         actions
@@ -122,7 +127,7 @@ impl Script {
         self.feed(trap(TRAP_BRKPT, regs));
     }
 
-    /// Plays the step over the faulting instruction of `len` bytes; `effect` applies its
+    /// Plays the step over the faulting instruction of `len` bytes. `effect` applies its
     /// register changes.
     fn instruction_done(&mut self, len: u64, effect: impl FnOnce(&mut Registers)) {
         let mut regs = self.child_registers();
@@ -151,26 +156,32 @@ impl Script {
     }
 }
 
-/// The protocol-signal stop the child makes after sending a message.
+/// Builds the protocol-signal stop the child makes after sending a message.
 fn protocol_stop() -> ExecEvent {
     let info = SigInfo { pid: CHILD_PID, value: PROTOCOL_COOKIE, ..SigInfo::new(PROTOCOL_SIGNAL, -1, 0) };
     let regs = Registers { rip: PROTOCOL_STOP_RIP, ..base_registers() };
     stop(info, regs, Vec::new(), Disposition::Caught)
 }
 
-/// A SIGSEGV raised by the instruction `code` at [`CODE`], which accesses memory at `rdi`;
-/// the kernel reports `fault_addr` as the address that faulted.
+/// Builds a SIGSEGV raised by the instruction `code` at [`CODE`], which accesses memory at
+/// `rdi`. The kernel reports `fault_addr` as the address that faulted.
 fn segv(fault_addr: u64, rdi: u64, code: &[u8]) -> ExecEvent {
     let regs = Registers { rip: CODE, rdi, rax: 0x2a, ..base_registers() };
     stop(SigInfo::new(SIGSEGV, SEGV_ACCERR, fault_addr), regs, code.to_vec(), Disposition::Default)
 }
 
-/// The trap that ends a single-step, with the child's registers after it.
+/// Builds a SIGSEGV raised by `mov eax,[rdi]` at [`CODE`] with `rdi` null.
+fn null_read() -> ExecEvent {
+    let regs = Registers { rip: CODE, rax: 0x2a, ..base_registers() };
+    stop(SigInfo::new(SIGSEGV, SEGV_MAPERR, 0), regs, MOV_EAX_FROM_RDI.to_vec(), Disposition::Default)
+}
+
+/// Builds the trap that ends a single-step, with the child's registers after it.
 fn trap(code: i32, regs: Registers) -> ExecEvent {
     stop(SigInfo::new(SIGTRAP, code, 0), regs, Vec::new(), Disposition::Default)
 }
 
-/// An expired `alarm` that stops the child with `regs` before it runs its next instruction.
+/// Builds the stop for an expired `alarm`, taken with `regs` before the next instruction ran.
 fn alarm(regs: Registers) -> ExecEvent {
     stop(SigInfo::new(SIGALRM, SI_KERNEL, 0), regs, Vec::new(), Disposition::Caught)
 }
@@ -221,7 +232,8 @@ fn compact(value: Value) -> Value {
 
 /// Writes instruction bytes as `objdump` does, for example `"8b 07"`.
 fn hex_bytes(value: Value) -> Value {
-    let bytes: Vec<String> = value.as_array().into_iter().flatten().filter_map(Value::as_u64).map(|byte| format!("{byte:02x}")).collect();
+    let bytes: Vec<String> =
+        value.as_array().into_iter().flatten().filter_map(Value::as_u64).map(|byte| format!("{byte:02x}")).collect();
     Value::String(bytes.join(" "))
 }
 
@@ -333,11 +345,7 @@ fn straddling_access_second_page_traced() {
 fn segfault_outside_traced_pages() {
     let mut script = Script::new();
     script.start(&[pages(PAGE_A, 1)]);
-    let mut null_read = segv(0, 0, MOV_EAX_FROM_RDI);
-    if let ExecEvent::Signal(stop) = &mut null_read {
-        stop.info.code = SEGV_MAPERR;
-    }
-    script.feed(null_read);
+    script.feed(null_read());
     script.feed(ExecEvent::Killed { signal: SIGSEGV, core_dumped: true });
     script.assert_snapshot(
         "core_segfault_outside_pages",
@@ -416,5 +424,55 @@ fn start_with_invalid_pages_rejected() {
         "core_start_with_invalid_pages",
         "a Start with an unaligned range is rejected, so a later fault at that address is not \
          traced but reported as a crash",
+    );
+}
+
+#[test]
+fn crash_while_stepping() {
+    let mut script = Script::new();
+    script.start(&[pages(PAGE_A, 1)]);
+    // movsb copies a byte from the traced page to a null pointer: the read faults first.
+    let regs = Registers { rip: CODE, rsi: PAGE_A, rdi: 0, ..base_registers() };
+    script.feed(stop(SigInfo::new(SIGSEGV, SEGV_ACCERR, PAGE_A), regs, MOVSB.to_vec(), Disposition::Default));
+    script.syscall_returns(0);
+    // Stepped with the page open, the same instruction faults on its write.
+    script.feed(stop(SigInfo::new(SIGSEGV, SEGV_MAPERR, 0), regs, MOVSB.to_vec(), Disposition::Default));
+    script.syscall_returns(0);
+    script.feed(ExecEvent::Killed { signal: SIGSEGV, core_dumped: true });
+    script.assert_snapshot(
+        "core_crash_while_stepping",
+        "movsb from a traced page to a null pointer: the stepped instruction faults on its \
+         write, so report the crash, close the page, restore the registers at the crash and \
+         deliver the SIGSEGV; the death that follows adds no second report",
+    );
+}
+
+#[test]
+fn mprotect_failure_kills() {
+    let mut script = Script::new();
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(segv(PAGE_A, PAGE_A, MOV_EAX_TO_RDI));
+    script.syscall_returns(-ENOMEM);
+    script.feed(ExecEvent::Killed { signal: SIGKILL, core_dumped: false });
+    script.assert_snapshot(
+        "core_mprotect_failure",
+        "mprotect through the gadget returns -ENOMEM: report a protocol error with the trace so \
+         far and kill the child, then finish with 128 + 9",
+    );
+}
+
+#[test]
+fn other_stop_while_stepping() {
+    let mut script = Script::new();
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(segv(PAGE_A + 0x70, PAGE_A + 0x70, MOV_EAX_FROM_RDI));
+    script.syscall_returns(0);
+    script.feed(ExecEvent::OtherStop);
+    script.instruction_done(2, |regs| regs.rax = 9);
+    script.syscall_returns(0);
+    script.assert_snapshot(
+        "core_other_stop_while_stepping",
+        "a stop that is not a signal delivery while the load is stepped: the core repeats the \
+         step instead of resuming the child with its page open",
     );
 }

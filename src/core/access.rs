@@ -14,9 +14,9 @@ use tracing::warn;
 use super::pages::merge_runs;
 use super::{Action, Call, CoreState as State, Report, SigInfo, SignalStop};
 use super::{SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP, TRAP_BRKPT, TRAP_TRACE};
-use crate::decode::{decode_x86_64, Decoded};
+use crate::decode::{decode_x86_64, decode_x86_64_with_vectors, Decoded};
 use crate::event::{Access, PageRange, UnsupportedInstruction};
-use crate::regs::Registers;
+use crate::regs::{Registers, VectorRegisters};
 
 /// Linux x86-64 system call number of `mprotect`.
 const SYS_MPROTECT: u64 = 10;
@@ -56,11 +56,16 @@ enum Phase {
     Closing(usize),
 }
 
-/// Decodes a fault on a traced page and starts opening the pages it needs.
-pub(super) fn start(mut call: Call, stop: SignalStop) -> (State, Vec<Action>) {
+/// Decodes a fault on a traced page and starts opening the pages it needs, or asks for the
+/// vector registers first when the instruction's accesses depend on them.
+pub(super) fn start(mut call: Call, stop: SignalStop, vectors: Option<&VectorRegisters>) -> (State, Vec<Action>) {
+    let decoded = match vectors {
+        Some(vectors) => decode_x86_64_with_vectors(&stop.code, &stop.regs, vectors),
+        None => decode_x86_64(&stop.code, &stop.regs),
+    };
     let fault_page = call.pages.page_of(stop.info.addr);
     let mut runs = vec![fault_page];
-    let accesses = match decode_x86_64(&stop.code, &stop.regs) {
+    let accesses = match decoded {
         Decoded::Instruction(instruction) => {
             let traced: Vec<Access> =
                 instruction.accesses.into_iter().filter(|access| call.pages.touches(access)).collect();
@@ -79,6 +84,17 @@ pub(super) fn start(mut call: Call, stop: SignalStop) -> (State, Vec<Action>) {
         }
         Decoded::Unsupported(unsupported) => {
             call.trace.unsupported.push(unsupported);
+            Vec::new()
+        }
+        Decoded::NeedsVectorRegisters if vectors.is_none() => {
+            return (State::FetchingVectors(call, stop), vec![Action::ReadVectorRegisters]);
+        }
+        Decoded::NeedsVectorRegisters => {
+            call.trace.unsupported.push(UnsupportedInstruction {
+                addr: stop.regs.rip,
+                text: crate::decode::disassemble_x86_64(&stop.code, stop.regs.rip).unwrap_or_default(),
+                reason: "the decoder asked for vector registers twice".to_string(),
+            });
             Vec::new()
         }
     };

@@ -24,6 +24,9 @@ pub enum Action {
     /// Resume the stopped thread, delivering `signal` if given.
     #[allow(missing_docs)]
     Continue { signal: Option<SigInfo> },
+    /// Read the stopped thread's vector and opmask registers and feed them back as
+    /// [`super::ExecEvent::VectorRegisters`].
+    ReadVectorRegisters,
     /// Receive the next message the child sent over the IPC channel and feed it back as
     /// [`super::ExecEvent::Message`] (or [`super::ExecEvent::MessageLost`]).
     ReceiveMessage,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::messages::ChildMessage;
-use crate::regs::Registers;
+use crate::regs::{Registers, VectorRegisters};
 
 /// One thing that happened to the traced program, as observed by the driver.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +16,9 @@ pub enum ExecEvent {
     /// The thread stopped because a signal is about to be delivered to it (a
     /// signal-delivery-stop), including the traps of single-steps.
     Signal(SignalStop),
+    /// The stopped thread's vector registers, which [`super::Action::ReadVectorRegisters`]
+    /// asked for.
+    VectorRegisters(VectorRegisters),
     /// A ptrace stop that is not a signal delivery (group-stop, `PTRACE_EVENT_*`).
     OtherStop,
     /// The traced program exited with this status.

@@ -40,6 +40,7 @@ use tracing::{debug, trace, warn};
 
 use crate::event::CallTrace;
 use crate::messages::{ChildMessage, StartReply, StartRequest, SupervisorMessage};
+use crate::regs::VectorRegisters;
 
 /// The signal the child raises to stop itself at a protocol step (SIGUSR1 on Linux).
 pub const PROTOCOL_SIGNAL: i32 = 10;
@@ -77,6 +78,8 @@ pub(crate) enum State {
     AwaitingMessage { call: Option<Call> },
     /// The child runs a traced call with its pages protected.
     Tracing(Call),
+    /// A fault on a traced page waits for the vector registers its decoding needs.
+    FetchingVectors(Call, SignalStop),
     /// One faulting instruction is being stepped with its pages open.
     Stepping(Call, AccessStep),
     /// A fatal fault was reported and the program is about to die of it.
@@ -103,7 +106,10 @@ impl Supervisor {
     pub fn in_call(&self) -> bool {
         matches!(
             self.state,
-            State::Tracing(_) | State::Stepping(..) | State::AwaitingMessage { call: Some(_) }
+            State::Tracing(_)
+                | State::Stepping(..)
+                | State::FetchingVectors(..)
+                | State::AwaitingMessage { call: Some(_) }
         )
     }
 
@@ -116,13 +122,19 @@ impl Supervisor {
     #[must_use]
     pub fn handle_event(&mut self, event: ExecEvent) -> Vec<Action> {
         trace!(?event, "event");
+        if self.is_finished() {
+            // The driver stops at `Finish`, so an event after it has no process to act on.
+            warn!(?event, "event after the traced program was gone");
+            return Vec::new();
+        }
         let state = std::mem::replace(&mut self.state, State::Finished);
         let before = state.name();
         let (next, actions) = match event {
             ExecEvent::Message(message) => self.on_message(state, message),
             ExecEvent::MessageLost { reason } => on_message_lost(state, reason),
             ExecEvent::Signal(stop) => self.on_signal(state, stop),
-            ExecEvent::OtherStop => (state, vec![Action::Continue { signal: None }]),
+            ExecEvent::VectorRegisters(vectors) => on_vector_registers(state, vectors),
+            ExecEvent::OtherStop => on_other_stop(state),
             ExecEvent::Exited { status } => self.on_exit(state, ExitStatus::Exited(status)),
             ExecEvent::Killed { signal, core_dumped } => {
                 self.on_exit(state, ExitStatus::Killed { signal, core_dumped })
@@ -181,6 +193,13 @@ impl Supervisor {
             State::Idle => self.on_signal_outside_call(stop),
             State::Tracing(call) => self.on_signal_in_call(call, stop),
             State::Stepping(call, step) => access::on_signal(call, step, stop),
+            State::FetchingVectors(call, _) => {
+                // The driver feeds the vector registers right after reading them, so this stop
+                // should not happen. The pending fault is dropped because its instruction
+                // faults again once the child runs, and this stop is handled as any in the call.
+                warn!(signal = stop.info.signo, "signal stop while waiting for vector registers");
+                self.on_signal_in_call(call, stop)
+            }
             State::AwaitingMessage { .. } | State::Dying | State::Finished => {
                 warn!(state = state.name(), signal = stop.info.signo, "unexpected signal stop");
                 (state, vec![Action::Continue { signal: Some(stop.info) }])
@@ -205,7 +224,7 @@ impl Supervisor {
             return (State::AwaitingMessage { call: Some(call) }, vec![Action::ReceiveMessage]);
         }
         if is_traced_fault(&call, &stop) {
-            return access::start(call, stop);
+            return access::start(call, stop, None);
         }
         if is_fatal_fault(&stop) {
             let report = crash_report(&stop, Some(&call));
@@ -218,7 +237,7 @@ impl Supervisor {
     fn on_exit(&mut self, state: State, status: ExitStatus) -> (State, Vec<Action>) {
         let mut actions = Vec::new();
         let call = match state {
-            State::Tracing(call) | State::Stepping(call, _) => Some(call),
+            State::Tracing(call) | State::Stepping(call, _) | State::FetchingVectors(call, _) => Some(call),
             State::AwaitingMessage { call } => call,
             State::Idle | State::Dying | State::Finished => None,
         };
@@ -248,10 +267,33 @@ impl State {
             State::Idle => "idle",
             State::AwaitingMessage { .. } => "awaiting-message",
             State::Tracing(_) => "tracing",
+            State::FetchingVectors(..) => "fetching-vectors",
             State::Stepping(..) => "stepping",
             State::Dying => "dying",
             State::Finished => "finished",
         }
+    }
+}
+
+fn on_vector_registers(state: State, vectors: VectorRegisters) -> (State, Vec<Action>) {
+    match state {
+        State::FetchingVectors(call, stop) => access::start(call, stop, Some(&vectors)),
+        other => {
+            warn!(state = other.name(), "vector registers received while none were requested");
+            (other, Vec::new())
+        }
+    }
+}
+
+/// Resumes the child after a stop that is not a signal delivery. A step in flight is
+/// repeated, because a free run would execute code with the instruction's pages open.
+/// A pending fault that waits for vector registers is dropped, since the child re-executes
+/// its instruction and faults again once it runs.
+fn on_other_stop(state: State) -> (State, Vec<Action>) {
+    match state {
+        State::Stepping(..) => (state, vec![Action::Step { signal: None }]),
+        State::FetchingVectors(call, _) => (State::Tracing(call), vec![Action::Continue { signal: None }]),
+        other => (other, vec![Action::Continue { signal: None }]),
     }
 }
 

@@ -4,8 +4,9 @@
 //! Nothing outside this module knows which disassembler library is used.
 
 use crate::event::{Access, UnsupportedInstruction};
-use crate::regs::Registers;
+use crate::regs::{Registers, VectorRegisters};
 
+mod aarch64;
 mod x86;
 
 /// The decoder's outcome for one instruction.
@@ -15,6 +16,9 @@ pub enum Decoded {
     Instruction(DecodedInstruction),
     /// The bytes are not a valid instruction, or the instruction's accesses are not modelled.
     Unsupported(UnsupportedInstruction),
+    /// The accesses depend on vector or opmask registers (gathers, scatters, masked loads and
+    /// stores): decode again with [`decode_x86_64_with_vectors`].
+    NeedsVectorRegisters,
 }
 
 /// A decoded instruction and the accesses it makes with the given registers.
@@ -31,11 +35,24 @@ pub struct DecodedInstruction {
 /// Decodes the x86-64 instruction at the start of `code`, located at `regs.rip`, and computes
 /// its accesses from `regs`. Never panics, whatever the bytes and registers.
 pub fn decode_x86_64(code: &[u8], regs: &Registers) -> Decoded {
-    x86::decode(code, regs)
+    x86::decode(code, regs, None)
+}
+
+/// Like [`decode_x86_64`], with the vector and opmask registers that gathers, scatters and
+/// masked accesses need. Never returns [`Decoded::NeedsVectorRegisters`].
+pub fn decode_x86_64_with_vectors(code: &[u8], regs: &Registers, vectors: &VectorRegisters) -> Decoded {
+    x86::decode(code, regs, Some(vectors))
 }
 
 /// Returns the instruction at the start of `code` (located at `rip`) in Intel syntax, or
 /// `None` if the bytes are not a valid x86-64 instruction.
 pub fn disassemble_x86_64(code: &[u8], rip: u64) -> Option<String> {
     x86::disassemble(code, rip)
+}
+
+/// Decodes the AArch64 instruction at the start of `code`, located at `regs.pc`, and computes
+/// its accesses from `regs`. Never panics, whatever the bytes and registers, and never returns
+/// [`Decoded::NeedsVectorRegisters`].
+pub fn decode_aarch64(code: &[u8], regs: &crate::regs::Aarch64Registers) -> Decoded {
+    aarch64::decode(code, regs)
 }

@@ -3,10 +3,12 @@
 //! iced decodes the instruction and lists its memory operands, explicit and implicit (stack
 //! slots, string operands), each with an access kind. This module turns each operand into
 //! [`Access`] events at the effective address the registers give, in the order the CPU
-//! makes them. The rules where iced's model and the CPU differ are in [`corrections`].
+//! makes them. The rules where iced's model and the CPU differ are in [`corrections`]. The
+//! operands whose accesses depend on vector and opmask registers are in [`vector`].
 
 mod corrections;
 mod registers;
+mod vector;
 
 use std::fmt;
 
@@ -17,26 +19,26 @@ use iced_x86::{
 
 use super::{Decoded, DecodedInstruction};
 use crate::event::{Access, AccessKind, UnsupportedInstruction};
-use crate::regs::Registers;
+use crate::regs::{Registers, VectorRegisters};
 
 /// Maximum length of an x86 instruction in bytes.
 const MAX_INSTRUCTION_LEN: usize = 15;
 
 /// Decodes the instruction at the start of `code`, located at `regs.rip`, and computes the
-/// accesses it makes with `regs`.
-pub(super) fn decode(code: &[u8], regs: &Registers) -> Decoded {
+/// accesses it makes with `regs` and, where they matter, `vectors`.
+pub(super) fn decode(code: &[u8], regs: &Registers, vectors: Option<&VectorRegisters>) -> Decoded {
     let instr = match decode_instruction(code, regs.rip) {
         Ok(instr) => instr,
         Err(gap) => return unsupported(regs.rip, hex(code), gap),
     };
-    let text = format(&instr);
-    match accesses(&instr, regs) {
+    match accesses(&instr, regs, vectors) {
         Ok(accesses) => Decoded::Instruction(DecodedInstruction {
             len: instr.len(),
-            text,
+            text: format(&instr),
             accesses,
         }),
-        Err(gap) => unsupported(regs.rip, text, gap),
+        Err(Gap::NeedsVectorRegisters) => Decoded::NeedsVectorRegisters,
+        Err(gap) => unsupported(regs.rip, format(&instr), gap),
     }
 }
 
@@ -57,11 +59,15 @@ enum Gap {
     Truncated,
     /// The bytes are not an x86-64 instruction.
     Invalid,
-    /// An address depends on a vector register (VSIB gathers and scatters).
-    VectorRegister,
-    /// An address depends on another register that [`Registers`] does not contain.
+    /// The accesses depend on vector or opmask registers, and the caller gave none.
+    NeedsVectorRegisters,
+    /// An address depends on a register that the decoder was not given.
     MissingRegister(Register),
-    /// The operand's length depends on processor state (XSAVE area, AMX tiles).
+    /// The XSAVE family: which bytes of the XSAVE area are accessed depends on XCR0, on the
+    /// requested-feature mask in EDX:EAX, on which state components are in use and, for the
+    /// restores, on the header stored in the area itself.
+    XsaveArea,
+    /// The operand's length depends on other processor state (AMX tiles, for example).
     UnknownSize,
 }
 
@@ -71,10 +77,12 @@ impl fmt::Display for Gap {
             Gap::NoBytes => f.write_str("no instruction bytes"),
             Gap::Truncated => f.write_str("the bytes end before the instruction does"),
             Gap::Invalid => f.write_str("not a valid x86-64 instruction"),
-            Gap::VectorRegister => {
-                f.write_str("needs vector register values to compute its addresses")
-            }
+            Gap::NeedsVectorRegisters => f.write_str("needs the vector and opmask registers"),
             Gap::MissingRegister(reg) => write!(f, "needs the value of register {reg:?}"),
+            Gap::XsaveArea => f.write_str(
+                "the size and layout of its XSAVE area depend on XCR0, EDX:EAX and the state \
+                 in use, which the decoder does not see",
+            ),
             Gap::UnknownSize => {
                 f.write_str("the size of its memory operand depends on processor state")
             }
@@ -100,7 +108,14 @@ fn decode_instruction(code: &[u8], rip: u64) -> Result<Instruction, Gap> {
 }
 
 /// Lists the accesses `instr` makes with `regs`, in the order the CPU makes them.
-fn accesses(instr: &Instruction, regs: &Registers) -> Result<Vec<Access>, Gap> {
+///
+/// Returns [`Gap::NeedsVectorRegisters`] if an operand's accesses depend on vector or opmask
+/// registers and `vectors` is `None`.
+fn accesses(
+    instr: &Instruction,
+    regs: &Registers,
+    vectors: Option<&VectorRegisters>,
+) -> Result<Vec<Access>, Gap> {
     if corrections::repeats_zero_times(instr, regs) {
         return Ok(Vec::new());
     }
@@ -116,6 +131,11 @@ fn accesses(instr: &Instruction, regs: &Registers) -> Result<Vec<Access>, Gap> {
     let bit_base_delta = corrections::bit_base_displacement(instr, regs);
     let mut accesses = Vec::new();
     for mem in &operands {
+        if let Some(operand) = vector::classify(instr, mem) {
+            let vectors = vectors.ok_or(Gap::NeedsVectorRegisters)?;
+            accesses.extend(vector::accesses(&operand, mem, instr, regs, vectors)?);
+            continue;
+        }
         let kinds = access_kinds(corrections::corrected_access(instr, mem.access()));
         if kinds.is_empty() {
             continue;
@@ -123,7 +143,7 @@ fn accesses(instr: &Instruction, regs: &Registers) -> Result<Vec<Access>, Gap> {
         let size = u32::try_from(corrections::access_size(instr, mem))
             .ok()
             .filter(|&size| size > 0)
-            .ok_or(Gap::UnknownSize)?;
+            .ok_or_else(|| size_gap(instr))?;
         let addr = effective_address(&corrections::displaced(mem, bit_base_delta), instr, regs)?;
         accesses.extend(kinds.iter().map(|&kind| Access { addr, size, kind }));
     }
@@ -143,9 +163,17 @@ fn effective_address(mem: &UsedMemory, instr: &Instruction, regs: &Registers) ->
     });
     match (addr, missing) {
         (Some(addr), _) => Ok(addr),
-        (None, Some(reg)) if reg.is_vector_register() => Err(Gap::VectorRegister),
         (None, Some(reg)) => Err(Gap::MissingRegister(reg)),
         (None, None) => Err(Gap::Invalid),
+    }
+}
+
+/// Returns why an operand of `instr` has no known size.
+fn size_gap(instr: &Instruction) -> Gap {
+    if corrections::uses_xsave_area(instr) {
+        Gap::XsaveArea
+    } else {
+        Gap::UnknownSize
     }
 }
 

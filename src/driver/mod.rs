@@ -20,6 +20,7 @@ struct Driver {
     to_child: IpcSender<SupervisorMessage>,
     from_child: IpcReceiver<ChildMessage>,
     options: Options,
+    xsave_layout: xstate::XsaveLayout,
 }
 
 /// Attaches to `pid` and supervises it until it is gone, then exits the process with the
@@ -31,7 +32,8 @@ pub(crate) fn supervise(
     options: Options,
 ) -> ! {
     ignore_terminal_signals();
-    let mut driver = Driver { pid, to_child, from_child, options };
+    let xsave_layout = xstate::XsaveLayout::from_cpuid();
+    let mut driver = Driver { pid, to_child, from_child, options, xsave_layout };
 
     if let Err(reason) = ptrace::seize(pid) {
         warn!(pid, %reason, "ptrace unavailable, the program runs untraced");
@@ -81,6 +83,15 @@ impl Driver {
             Action::Step { signal } => ptrace::resume(pid, ptrace::Resume::Step, signal.as_ref()),
             Action::Continue { signal } => ptrace::resume(pid, ptrace::Resume::Continue, signal.as_ref()),
             Action::ReceiveMessage => return Some(self.receive(self.options.message_timeout)),
+            Action::ReadVectorRegisters => match xstate::read_vector_registers(pid, &self.xsave_layout) {
+                Ok(vectors) => return Some(ExecEvent::VectorRegisters(vectors)),
+                // Zeros make the decoder report nothing for masked-off elements, never invent
+                // an access; the error is logged so the cause is visible.
+                Err(error) => {
+                    warn!(pid, %error, "reading vector registers failed");
+                    return Some(ExecEvent::VectorRegisters(Default::default()));
+                }
+            },
             Action::Reply(message) => {
                 self.to_child.send(message).map_err(|error| format!("sending to the child failed: {error}"))
             }

@@ -29,9 +29,9 @@ impl XsaveLayout {
     /// Asks the CPU where the components live.
     pub(super) fn from_cpuid() -> XsaveLayout {
         let offset = |component: u32| {
-            // SAFETY: CPUID leaf 0xD exists on every x86-64 CPU that has XSAVE, and on others
-            // returns zeros, which the caller treats as "absent".
-            let leaf = unsafe { std::arch::x86_64::__cpuid_count(0xd, component) };
+            // CPUID leaf 0xD exists on every x86-64 CPU that has XSAVE; on others it returns
+            // zeros, which mean "absent".
+            let leaf = std::arch::x86_64::__cpuid_count(0xd, component);
             (leaf.eax != 0 && leaf.ebx != 0).then_some(leaf.ebx as usize)
         };
         XsaveLayout { ymm_high: offset(2), opmask: offset(5), zmm_high: offset(6), zmm16: offset(7) }

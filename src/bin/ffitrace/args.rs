@@ -37,7 +37,7 @@ impl BufferSpec {
     }
 }
 
-/// What one argument register receives.
+/// One argument register's value: an integer, or a pointer into a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Value {
     Integer(u64),
@@ -220,7 +220,11 @@ fn parse_ref(text: &str) -> Result<BufRef, String> {
             let magnitude = parse_unsigned(magnitude)
                 .and_then(|m| i64::try_from(m).ok())
                 .ok_or_else(|| format!("offset '{magnitude}' is not a number"))?;
-            if sign == "-" { -magnitude } else { magnitude }
+            if sign == "-" {
+                -magnitude
+            } else {
+                magnitude
+            }
         }
     };
     Ok(BufRef { index, offset })

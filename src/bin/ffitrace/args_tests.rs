@@ -44,7 +44,7 @@ fn zero_length_buffer_gets_one_page() {
 }
 
 #[test]
-fn pointer_may_go_before_the_buffer_within_its_page() {
+fn pointer_before_buffer_start() {
     let plan = parse(&["buf:8@100", "&0-100", "&0+3996"]).unwrap();
     assert_eq!(plan.values[1..], [at(0, -100), at(0, 3996)]);
 }

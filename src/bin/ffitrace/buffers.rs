@@ -68,7 +68,7 @@ fn address(buffers: &[Buffer], target: BufRef) -> u64 {
     buffers.get(target.index).map_or(0, |buffer| buffer.at(target.offset))
 }
 
-/// The six argument registers: each value, then zeros for the unused ones.
+/// Returns the six argument registers: each value, then zeros for the unused ones.
 pub fn registers(values: &[Value], buffers: &[Buffer]) -> [u64; MAX_ARGS] {
     let mut registers = [0; MAX_ARGS];
     for (register, value) in registers.iter_mut().zip(values) {

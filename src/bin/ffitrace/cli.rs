@@ -1,5 +1,6 @@
 //! The command line: clap definitions, the help text and one-line error messages.
 
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
 /// Exit status for a bad command line, an unknown library or an unknown symbol.
@@ -68,12 +69,12 @@ pub struct CallArgs {
     pub library: String,
     /// Name of an exported function taking up to six integer or pointer arguments.
     pub symbol: String,
-    /// The function's arguments; see the ARG forms below (--help).
+    /// The function's arguments, at most six; `ffitrace call --help` lists their forms.
     #[arg(value_name = "ARG", allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
 
-/// What the command line asks for, or the exit status to leave with right away.
+/// Parses the command line, or returns the exit status to leave with right away.
 pub fn parse() -> Result<CallArgs, i32> {
     match Cli::try_parse() {
         Ok(Cli { command: Command::Call(mut call) }) => {
@@ -89,17 +90,23 @@ pub fn parse() -> Result<CallArgs, i32> {
             let _ = error.print();
             Err(0)
         }
+        Err(error) if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("error: no command given; usage: ffitrace call LIBRARY SYMBOL [ARG]... [--json] (see 'ffitrace --help')");
+            Err(EXIT_USAGE)
+        }
         Err(error) => {
-            eprintln!("{}", one_line(&error.to_string()));
+            let about_call = !matches!(error.kind(), ErrorKind::InvalidSubcommand | ErrorKind::MissingSubcommand);
+            let help = if about_call { "ffitrace call --help" } else { "ffitrace --help" };
+            eprintln!("{}", one_line(&error.to_string(), help));
             Err(EXIT_USAGE)
         }
     }
 }
 
-/// Joins the first paragraph of a clap message into one line.
-fn one_line(message: &str) -> String {
+/// Joins the first paragraph of a clap message into one line that points at `help`.
+fn one_line(message: &str, help: &str) -> String {
     let paragraph: Vec<&str> = message.lines().take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
-    format!("{} (see 'ffitrace call --help')", paragraph.join(" "))
+    format!("{} (see '{help}')", paragraph.join(" "))
 }
 
 #[cfg(test)]
@@ -129,7 +136,7 @@ mod tests {
     fn clap_message_becomes_one_line() {
         let message = "error: the following required arguments were not provided:\n  <SYMBOL>\n\nUsage: x\n";
         assert_eq!(
-            one_line(message),
+            one_line(message, "ffitrace call --help"),
             "error: the following required arguments were not provided: <SYMBOL> (see 'ffitrace call --help')"
         );
     }

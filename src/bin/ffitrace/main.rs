@@ -1,3 +1,138 @@
+//! `ffitrace call LIBRARY SYMBOL [ARG]... [--json]`: calls one native function with traced
+//! buffers and reports every access it made to them (see `ffitrace call --help`).
+//!
+//! The order of the steps matters: arguments are checked and buffers are allocated and
+//! filled before `ffitrace::init` forks, so both the supervisor (which explains crashes) and
+//! the traced process know where the buffers are. The library is loaded only after the fork,
+//! in the traced process, so its initialisers never run in the supervisor.
+
 mod args;
+mod buffers;
 mod cli;
-fn main() {}
+mod crash;
+mod elf;
+mod hexmap;
+mod json;
+mod native;
+mod output;
+mod signals;
+mod table;
+
+use std::io::IsTerminal;
+
+use ffitrace::{PageRange, TraceOutcome};
+
+use crate::buffers::Buffer;
+use crate::cli::{CallArgs, EXIT_USAGE};
+use crate::output::{Findings, Style};
+
+/// Exit status when tracing fails or the output cannot be written.
+const EXIT_FAILURE: i32 = 1;
+/// Exit status when the call returned but some of its instructions could not be decoded.
+const EXIT_INCOMPLETE: i32 = 3;
+
+fn main() {
+    init_logging();
+    std::process::exit(run());
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FFITRACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn run() -> i32 {
+    let call = match cli::parse() {
+        Ok(call) => call,
+        Err(code) => return code,
+    };
+    let page_size = ffitrace::page_size() as u64;
+    let read_file = |path: &str| std::fs::read(path).map_err(|error| error.to_string());
+    let plan = match args::plan(&call.args, page_size, read_file) {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let buffers = match buffers::allocate(&plan, page_size) {
+        Ok(buffers) => buffers,
+        Err(error) => {
+            eprintln!("error: cannot allocate {error}");
+            return EXIT_FAILURE;
+        }
+    };
+    let style = style(call.json);
+
+    let options = ffitrace::Options { report: crash::handler(buffers.clone(), style, page_size), ..Default::default() };
+    // SAFETY: nothing in this program has started a thread yet.
+    if let Err(error) = unsafe { ffitrace::init(options) } {
+        eprintln!("error: cannot trace the call: {error}");
+        return EXIT_FAILURE;
+    }
+    let function = match native::resolve(&call.library, &call.symbol) {
+        Ok(function) => function,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let registers = buffers::registers(&plan.values, &buffers);
+    call_and_report(&call, function, registers, &buffers, style)
+}
+
+/// Makes the traced call and prints what it did; returns the exit status.
+fn call_and_report(
+    call: &CallArgs,
+    function: native::NativeFn,
+    [a, b, c, d, e, f]: [u64; 6],
+    buffers: &[Buffer],
+    style: Style,
+) -> i32 {
+    let pages: Vec<PageRange> = buffers.iter().map(|buffer| buffer.pages).collect();
+    let (value, trace) = if pages.is_empty() {
+        // Without buffers there is nothing to trace and no access to report.
+        (function(a, b, c, d, e, f), ffitrace::CallTrace::default())
+    } else {
+        match ffitrace::trace_call(&pages, || function(a, b, c, d, e, f)) {
+            Ok(traced) => match traced.outcome {
+                TraceOutcome::Traced(trace) => (traced.value, trace),
+                TraceOutcome::Untraced(reason) => {
+                    eprintln!("error: {} ran untraced: {reason}", call.symbol);
+                    return EXIT_FAILURE;
+                }
+                TraceOutcome::Lost(error) => {
+                    eprintln!("error: {} returned {:#x} but its trace was lost: {error}", call.symbol, traced.value);
+                    return EXIT_FAILURE;
+                }
+            },
+            Err(error) => {
+                eprintln!("error: cannot trace {}: {error}", call.symbol);
+                return EXIT_FAILURE;
+            }
+        }
+    };
+
+    let contents = buffers.iter().map(|buffer| Some(buffer.contents())).collect();
+    let findings = Findings { buffers, accesses: &trace.accesses, contents, returned: Some(value) };
+    if let Err(error) = output::print(&mut std::io::stdout().lock(), style, &findings) {
+        eprintln!("error: cannot write the report: {error}");
+        return EXIT_FAILURE;
+    }
+    output::warn_unsupported(&trace.unsupported);
+    if trace.is_complete() {
+        0
+    } else {
+        EXIT_INCOMPLETE
+    }
+}
+
+/// JSON when asked for; otherwise text, coloured on a terminal unless NO_COLOR is set.
+fn style(json: bool) -> Style {
+    if json {
+        return Style::Json;
+    }
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    Style::Text { color: !no_color && std::io::stdout().is_terminal() }
+}

@@ -5,11 +5,10 @@
 //! rule that bridges the two is in this file, so the main decoding loop stays a plain
 //! translation.
 //!
-//! NOTE: masked loads (VMASKMOVPS/PD, VPMASKMOVD/Q, AVX-512 loads under an opmask) are
-//! reported as reads of the whole operand, because the mask is in a register the decoder
-//! cannot see. The CPU does not read the masked-off elements.
+//! Operands whose accesses depend on vector or opmask registers (gathers, scatters, masked
+//! loads and stores) do not reach these rules: [`super::vector`] models them.
 
-use iced_x86::{Instruction, Mnemonic, OpAccess, OpKind, Register, UsedMemory};
+use iced_x86::{Instruction, MemorySize, Mnemonic, OpAccess, OpKind, Register, UsedMemory};
 
 use super::registers::{register_value, signed_register_value};
 use crate::regs::Registers;
@@ -21,10 +20,9 @@ use crate::regs::Registers;
 ///   CMPXCHG and CMPXCHG8B/CMPXCHG16B) states that the destination receives a write cycle
 ///   whatever the outcome of the comparison, and a failed compare writes back the value it
 ///   read. iced calls the write conditional, but it is certain.
-/// - MASKMOVQ, MASKMOVDQU, VMASKMOVDQU, VMASKMOVPS/PD and VPMASKMOVD/Q stores: only the
-///   elements whose mask bit is set are written, and the mask is in a vector register the
-///   decoder cannot see. iced reports a certain write of the whole operand, so the decoder
-///   reports a possible write instead.
+/// - MASKMOVQ: only the bytes whose mask bit is set are written, and the mask is in an MMX
+///   register, which [`crate::regs::VectorRegisters`] does not contain. iced reports a certain
+///   write of all eight bytes, so the decoder reports a possible write instead.
 /// - A repeated string instruction (REP, REPE, REPNE): iced covers all iterations with
 ///   conditional accesses. The decoder reports only the iteration about to run, which runs
 ///   whenever the count register is non-zero, and the caller has already handled a zero count.
@@ -35,17 +33,7 @@ pub(super) fn corrected_access(instr: &Instruction, access: OpAccess) -> OpAcces
         {
             OpAccess::ReadWrite
         }
-        Mnemonic::Maskmovq
-        | Mnemonic::Maskmovdqu
-        | Mnemonic::Vmaskmovdqu
-        | Mnemonic::Vmaskmovps
-        | Mnemonic::Vmaskmovpd
-        | Mnemonic::Vpmaskmovd
-        | Mnemonic::Vpmaskmovq
-            if access == OpAccess::Write =>
-        {
-            OpAccess::CondWrite
-        }
+        Mnemonic::Maskmovq if access == OpAccess::Write => OpAccess::CondWrite,
         _ if is_repeated_string(instr) => match access {
             OpAccess::CondRead => OpAccess::Read,
             OpAccess::CondWrite => OpAccess::Write,
@@ -55,16 +43,38 @@ pub(super) fn corrected_access(instr: &Instruction, access: OpAccess) -> OpAcces
     }
 }
 
+/// Number of bytes of an FXSAVE area that FXSAVE writes and FXRSTOR reads.
+const FXSAVE_STATE_BYTES: usize = 416;
+
 /// Returns the size in bytes of one access to `mem`.
 ///
-/// iced gives the operands of a repeated string instruction no size (`MemorySize::Unknown`)
-/// because it describes the whole run. One iteration accesses one element.
+/// - A repeated string instruction: iced gives its operands no size (`MemorySize::Unknown`)
+///   because it describes the whole run. One iteration accesses one element.
+/// - FXSAVE, FXSAVE64, FXRSTOR and FXRSTOR64: iced reports the whole 512-byte area. The
+///   Intel SDM (Vol. 1, section 10.5.1, "FXSAVE Area") places the x87 and SSE state in bytes
+///   0 to 415 and states that FXSAVE and FXRSTOR do not use bytes 416 to 511. The FXSAVE
+///   entry in Vol. 2A adds that the processor never writes bytes 464 to 511, which are left
+///   to software. An AMD EPYC (Zen) processor also writes exactly bytes 0 to 415, as
+///   tests/decode_vectors.rs checks, so the decoder reports those 416 bytes. That processor
+///   still checks all 512 bytes for page faults, so a fault on a traced page that contains
+///   only bytes 416 to 511 has no reported access.
 pub(super) fn access_size(instr: &Instruction, mem: &UsedMemory) -> usize {
     if is_repeated_string(instr) {
         instr.memory_size().size()
+    } else if matches!(
+        mem.memory_size(),
+        MemorySize::Fxsave_512Byte | MemorySize::Fxsave64_512Byte
+    ) {
+        FXSAVE_STATE_BYTES
     } else {
         mem.memory_size().size()
     }
+}
+
+/// Returns true for XSAVE, XSAVEC, XSAVEOPT, XSAVES, XRSTOR and XRSTORS, whose memory
+/// operand is an XSAVE area of a size the instruction alone does not give.
+pub(super) fn uses_xsave_area(instr: &Instruction) -> bool {
+    matches!(instr.memory_size(), MemorySize::Xsave | MemorySize::Xsave64)
 }
 
 /// Returns true if a repeated string instruction will not run at all because its count

@@ -1,0 +1,67 @@
+//! The output of `ffitrace call` about one call, in its two formats.
+
+use std::io::{self, Write};
+
+use ffitrace::{Access, AccessKind, UnsupportedInstruction};
+
+use crate::buffers::{locate, Buffer};
+
+/// The format of stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// JSON Lines, as scripts read them.
+    Json,
+    /// A readable report; `color` marks bytes with ANSI colours instead of letters.
+    Text { color: bool },
+}
+
+/// Everything known about a call, whether it returned or not.
+#[derive(Debug)]
+pub struct Findings<'a> {
+    pub buffers: &'a [Buffer],
+    pub accesses: &'a [Access],
+    /// Each buffer's bytes after the call, `None` where they could not be read.
+    pub contents: Vec<Option<Vec<u8>>>,
+    /// The function's return value, `None` when it did not return.
+    pub returned: Option<u64>,
+}
+
+impl Findings<'_> {
+    /// Returns the buffer whose pages contain the access's first byte, and the offset from its start.
+    pub fn place(&self, access: &Access) -> Option<(usize, i64)> {
+        locate(self.buffers, access.addr)
+    }
+}
+
+/// Prints `findings` to `out` in `style`.
+pub fn print(out: &mut impl Write, style: Style, findings: &Findings) -> io::Result<()> {
+    match style {
+        Style::Json => crate::json::print(out, findings)?,
+        Style::Text { color } => {
+            crate::table::print_accesses(out, findings)?;
+            crate::hexmap::print_maps(out, findings, color)?;
+            if let Some(value) = findings.returned {
+                crate::table::print_return(out, value)?;
+            }
+        }
+    }
+    out.flush()
+}
+
+/// Tells on stderr which instructions the tracer could not decode.
+pub fn warn_unsupported(unsupported: &[UnsupportedInstruction]) {
+    for instruction in unsupported {
+        eprintln!(
+            "ffitrace: could not decode the instruction at {:#x} ({}): {}; its accesses are missing",
+            instruction.addr, instruction.text, instruction.reason
+        );
+    }
+}
+
+/// Returns the name of `kind` in the JSON output.
+pub fn kind_name(kind: AccessKind) -> &'static str {
+    match kind {
+        AccessKind::Read => "read",
+        AccessKind::Write | AccessKind::PossibleWrite => "write",
+    }
+}
