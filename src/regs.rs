@@ -73,7 +73,8 @@ pub struct Aarch64Registers {
     /// Address of the instruction, the base of literal (PC-relative) loads.
     pub pc: u64,
     /// Number of bytes that `dc zva` zeroes, `4 << DCZID_EL0.BS`. The decoder cannot read
-    /// DCZID_EL0 itself, so the caller supplies it. Defaults to 64, the value on most cores.
+    /// DCZID_EL0, so the caller supplies it (user space can read it with MRS). Defaults to
+    /// 64, a common value, not necessarily the traced machine's.
     #[serde(default = "default_dczva_block_size")]
     pub dczva_block_size: u32,
 }

@@ -476,3 +476,44 @@ fn other_stop_while_stepping() {
          step instead of resuming the child with its page open",
     );
 }
+
+/// `maskmovq mm0, mm1`: a byte-masked store to [rdi] whose mask lives in an MMX register the
+/// decoder does not read, so the store is only a possible write.
+const MASKMOVQ: &[u8] = &[0x0f, 0xf7, 0xc1];
+
+#[test]
+fn possible_write_that_writes_nothing() {
+    let mut script = Script::new();
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(segv(PAGE_A + 0x40, PAGE_A + 0x40, MASKMOVQ));
+    script.syscall_returns(0);
+    script.instruction_done(3, |_| {});
+    script.syscall_returns(0);
+    script.send(ChildMessage::End);
+    script.assert_snapshot(
+        "core_possible_write_not_taken",
+        "maskmovq is stepped with its page opened read-only (mprotect 1); it completes without \
+         a fault, so it wrote nothing and the trace holds no access for it",
+    );
+}
+
+#[test]
+fn possible_write_that_writes() {
+    let mut script = Script::new();
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(segv(PAGE_A + 0x40, PAGE_A + 0x40, MASKMOVQ));
+    script.syscall_returns(0);
+    let at_instruction = script.child_registers();
+    let write_fault = SigInfo::new(SIGSEGV, SEGV_ACCERR, PAGE_A + 0x42);
+    script.feed(stop(write_fault, at_instruction, MASKMOVQ.to_vec(), Disposition::Default));
+    script.syscall_returns(0);
+    script.instruction_done(3, |_| {});
+    script.syscall_returns(0);
+    script.send(ChildMessage::End);
+    script.assert_snapshot(
+        "core_possible_write_taken",
+        "maskmovq faults while its page is open read-only, so it writes: the page is reopened \
+         read-write (mprotect 3), the store is stepped again and recorded as a certain 8-byte \
+         write",
+    );
+}

@@ -40,7 +40,11 @@ struct Row(&'static str, u32, &'static [(usize, u64)], Expect);
 
 /// Registers where `xN` is `0x10000 * (N + 1)`, so every base register has its own value.
 fn base_regs() -> Aarch64Registers {
-    let mut regs = Aarch64Registers { sp: SP, pc: PC, ..Aarch64Registers::default() };
+    let mut regs = Aarch64Registers {
+        sp: SP,
+        pc: PC,
+        ..Aarch64Registers::default()
+    };
     for (n, value) in regs.x.iter_mut().enumerate() {
         *value = 0x1_0000 * (n as u64 + 1);
     }
@@ -370,26 +374,40 @@ fn check(row: &Row) -> Option<String> {
     let mnemonic = asm.split_whitespace().next().unwrap_or_default();
     match (decoded, expect) {
         (Decoded::Instruction(instruction), Accesses(expected)) => {
-            let expected: Vec<Access> =
-                expected.iter().map(|&(addr, size, kind)| Access { addr, size, kind }).collect();
+            let expected: Vec<Access> = expected
+                .iter()
+                .map(|&(addr, size, kind)| Access { addr, size, kind })
+                .collect();
             // Capstone 5 does not know STGP, so its text falls back to the word.
             let text_matches = instruction.text.split_whitespace().next() == Some(mnemonic)
                 || (mnemonic == "stgp" && instruction.text == format!(".inst {word:#010x}"));
             if instruction.len != 4 {
                 Some(format!("length {}, expected 4", instruction.len))
             } else if !text_matches {
-                Some(format!("text {:?} does not start with {mnemonic:?}", instruction.text))
+                Some(format!(
+                    "text {:?} does not start with {mnemonic:?}",
+                    instruction.text
+                ))
             } else if instruction.accesses != expected {
-                Some(format!("accesses {:x?}, expected {expected:x?}", instruction.accesses))
+                Some(format!(
+                    "accesses {:x?}, expected {expected:x?}",
+                    instruction.accesses
+                ))
             } else {
                 None
             }
         }
         (Decoded::Unsupported(unsupported), Unsupported(reason)) => {
             if unsupported.addr != PC {
-                Some(format!("unsupported at {:#x}, expected the pc {PC:#x}", unsupported.addr))
+                Some(format!(
+                    "unsupported at {:#x}, expected the pc {PC:#x}",
+                    unsupported.addr
+                ))
             } else if !unsupported.reason.contains(reason) {
-                Some(format!("reason {:?} does not mention {reason:?}", unsupported.reason))
+                Some(format!(
+                    "reason {:?} does not mention {reason:?}",
+                    unsupported.reason
+                ))
             } else {
                 None
             }
@@ -402,9 +420,17 @@ fn check(row: &Row) -> Option<String> {
 fn table_rows_decode_exactly() {
     let failures: Vec<String> = ROWS
         .iter()
-        .filter_map(|row| check(row).map(|failure| format!("{} ({:#010x}): {failure}", row.0, row.1)))
+        .filter_map(|row| {
+            check(row).map(|failure| format!("{} ({:#010x}): {failure}", row.0, row.1))
+        })
         .collect();
-    assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), ROWS.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        ROWS.len(),
+        failures.join("\n")
+    );
 }
 
 fn decode_word(word: u32, regs: &Aarch64Registers) -> Decoded {
@@ -431,27 +457,59 @@ const LDR_X0_X1: u32 = 0xf940_0020;
 #[test]
 fn tagged_pointer_loses_its_tag() {
     let regs = regs_with(&[(1, 0x5a00_0000_0002_0000)]);
-    assert_eq!(accesses(decode_word(LDR_X0_X1, &regs)), [Access { addr: 0x2_0000, size: 8, kind: R }]);
+    assert_eq!(
+        accesses(decode_word(LDR_X0_X1, &regs)),
+        [Access {
+            addr: 0x2_0000,
+            size: 8,
+            kind: R
+        }]
+    );
 }
 
 #[test]
 fn tagged_upper_half_address_is_sign_extended() {
     let regs = regs_with(&[(1, 0x0080_0000_0000_1000)]);
-    assert_eq!(accesses(decode_word(LDR_X0_X1, &regs)), [Access { addr: 0xff80_0000_0000_1000, size: 8, kind: R }]);
+    assert_eq!(
+        accesses(decode_word(LDR_X0_X1, &regs)),
+        [Access {
+            addr: 0xff80_0000_0000_1000,
+            size: 8,
+            kind: R
+        }]
+    );
 }
 
 #[test]
 fn negative_offset_wraps_below_zero() {
     // ldur x0, [x1, #-8]
     let regs = regs_with(&[(1, 0)]);
-    assert_eq!(accesses(decode_word(0xf85f_8020, &regs)), [Access { addr: u64::MAX - 7, size: 8, kind: R }]);
+    assert_eq!(
+        accesses(decode_word(0xf85f_8020, &regs)),
+        [Access {
+            addr: u64::MAX - 7,
+            size: 8,
+            kind: R
+        }]
+    );
 }
 
 #[test]
 fn pair_straddling_the_top_wraps() {
     // ldp x0, x1, [x2]
     let regs = regs_with(&[(2, u64::MAX - 7)]);
-    let expected = [Access { addr: u64::MAX - 7, size: 8, kind: R }, Access { addr: 0, size: 8, kind: R }];
+    let expected = [
+        Access {
+            addr: u64::MAX - 7,
+            size: 8,
+            kind: R,
+        },
+        Access {
+            addr: 0,
+            size: 8,
+            kind: R,
+        },
+    ];
     assert_eq!(accesses(decode_word(0xa940_0440, &regs)), expected);
 }
 
@@ -461,25 +519,46 @@ const DC_ZVA_X3: u32 = 0xd50b_7423;
 #[test]
 fn dc_zva_uses_the_given_block_size() {
     for (block_size, start) in [(4, 0x12344), (64, 0x12340), (128, 0x12300), (2048, 0x12000)] {
-        let regs = Aarch64Registers { dczva_block_size: block_size, ..regs_with(&[(3, 0x12345)]) };
-        let expected = [Access { addr: start, size: block_size, kind: W }];
-        assert_eq!(accesses(decode_word(DC_ZVA_X3, &regs)), expected, "block size {block_size}");
+        let regs = Aarch64Registers {
+            dczva_block_size: block_size,
+            ..regs_with(&[(3, 0x12345)])
+        };
+        let expected = [Access {
+            addr: start,
+            size: block_size,
+            kind: W,
+        }];
+        assert_eq!(
+            accesses(decode_word(DC_ZVA_X3, &regs)),
+            expected,
+            "block size {block_size}"
+        );
     }
 }
 
 #[test]
 fn dc_zva_rejects_invalid_block_sizes() {
     for block_size in [0, 2, 48, 4096, u32::MAX] {
-        let regs = Aarch64Registers { dczva_block_size: block_size, ..base_regs() };
+        let regs = Aarch64Registers {
+            dczva_block_size: block_size,
+            ..base_regs()
+        };
         let reason = unsupported_reason(decode_word(DC_ZVA_X3, &regs));
-        assert!(reason.contains("block size"), "block size {block_size}: {reason}");
+        assert!(
+            reason.contains("block size"),
+            "block size {block_size}: {reason}"
+        );
     }
 }
 
 #[test]
 fn dc_zva_with_xzr_zeroes_the_first_block() {
     // dc zva, xzr
-    let expected = [Access { addr: 0, size: 64, kind: W }];
+    let expected = [Access {
+        addr: 0,
+        size: 64,
+        kind: W,
+    }];
     assert_eq!(accesses(decode_word(0xd50b_743f, &base_regs())), expected);
 }
 
@@ -490,12 +569,21 @@ fn default_dc_zva_block_size_is_64() {
 
 #[test]
 fn constrained_unpredictable_encoding_still_decodes() {
-    // ldxr x0, [x1] with Rs = 0 where the Arm ARM asks for ones: capstone rejects it, but a
+    // ldxr x0, [x1] with Rs = 0 where the Arm ARM specifies should-be-one bits: capstone rejects it, but a
     // core that faults on it is loading from x1.
     let decoded = decode_word(0xc840_7c20, &base_regs());
-    let Decoded::Instruction(instruction) = decoded else { panic!("expected an instruction, got {decoded:?}") };
+    let Decoded::Instruction(instruction) = decoded else {
+        panic!("expected an instruction, got {decoded:?}")
+    };
     assert_eq!(instruction.text, ".inst 0xc8407c20");
-    assert_eq!(instruction.accesses, [Access { addr: X1, size: 8, kind: R }]);
+    assert_eq!(
+        instruction.accesses,
+        [Access {
+            addr: X1,
+            size: 8,
+            kind: R
+        }]
+    );
 }
 
 #[test]
@@ -509,9 +597,15 @@ fn unallocated_load_store_is_unsupported() {
 fn truncated_bytes_are_unsupported() {
     for code in [&[][..], &[0x20][..], &[0x20, 0x00, 0x40][..]] {
         let decoded = decode_aarch64(code, &base_regs());
-        let Decoded::Unsupported(unsupported) = decoded else { panic!("expected unsupported, got {decoded:?}") };
+        let Decoded::Unsupported(unsupported) = decoded else {
+            panic!("expected unsupported, got {decoded:?}")
+        };
         assert_eq!(unsupported.addr, PC);
-        assert!(unsupported.reason.contains("fewer than 4"), "{}", unsupported.reason);
+        assert!(
+            unsupported.reason.contains("fewer than 4"),
+            "{}",
+            unsupported.reason
+        );
     }
 }
 
@@ -520,7 +614,9 @@ fn bytes_after_the_first_word_are_ignored() {
     let mut code = LDR_X0_X1.to_le_bytes().to_vec();
     code.extend_from_slice(&[0xff; 4]);
     let decoded = decode_aarch64(&code, &base_regs());
-    let Decoded::Instruction(instruction) = decoded else { panic!("expected an instruction, got {decoded:?}") };
+    let Decoded::Instruction(instruction) = decoded else {
+        panic!("expected an instruction, got {decoded:?}")
+    };
     assert_eq!(instruction.len, 4);
     assert_eq!(instruction.text, "ldr x0, [x1]");
 }
@@ -542,14 +638,27 @@ fn missing_block_size_deserialises_as_64() {
 }
 
 fn any_registers() -> impl Strategy<Value = Aarch64Registers> {
-    (prop::array::uniform31(any::<u64>()), any::<u64>(), any::<u64>(), any::<u32>())
-        .prop_map(|(x, sp, pc, dczva_block_size)| Aarch64Registers { x, sp, pc, dczva_block_size })
+    (
+        prop::array::uniform31(any::<u64>()),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+    )
+        .prop_map(|(x, sp, pc, dczva_block_size)| Aarch64Registers {
+            x,
+            sp,
+            pc,
+            dczva_block_size,
+        })
 }
 
 /// Words biased towards the loads-and-stores group (op1 = x1x0), where most of the decoding
 /// happens, with fully random words mixed in.
 fn any_word() -> impl Strategy<Value = u32> {
-    prop_oneof![any::<u32>(), any::<u32>().prop_map(|word| (word | 0x0800_0000) & !0x0200_0000)]
+    prop_oneof![
+        any::<u32>(),
+        any::<u32>().prop_map(|word| (word | 0x0800_0000) & !0x0200_0000)
+    ]
 }
 
 proptest! {

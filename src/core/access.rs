@@ -8,19 +8,24 @@
 //!       ─► for each run: SetRegisters(gadget: mprotect(run, NONE)) + Step ─► trap
 //!       ─► SetRegisters(registers after the instruction) + Continue
 //! ```
-
-use tracing::warn;
+//!
+//! An instruction whose write depends on data (a possible write) is first stepped with its
+//! pages open read-only. If it completes, it wrote nothing and its possible writes are dropped;
+//! if it faults on one of those pages, it writes: the pages are reopened read-write, the
+//! instruction restarts (faults are precise, so nothing of it has happened yet) and its
+//! possible writes are recorded as certain.
 
 use super::pages::merge_runs;
 use super::{Action, Call, CoreState as State, Report, SigInfo, SignalStop};
 use super::{SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP, TRAP_BRKPT, TRAP_TRACE};
 use crate::decode::{decode_x86_64, decode_x86_64_with_vectors, Decoded};
-use crate::event::{Access, PageRange, UnsupportedInstruction};
+use crate::event::{Access, AccessKind, PageRange, UnsupportedInstruction};
 use crate::regs::{Registers, VectorRegisters};
 
 /// Linux x86-64 system call number of `mprotect`.
 const SYS_MPROTECT: u64 = 10;
 const PROT_NONE: u64 = 0;
+const PROT_READ: u64 = 0x1;
 const PROT_READ_WRITE: u64 = 0x1 | 0x2;
 /// How often one instruction may fault on a traced page that was not opened for it before the
 /// core gives up on it. Each retry opens one more page, and an instruction reaches at most a
@@ -44,6 +49,8 @@ pub(crate) struct AccessStep {
     extra_pages: u8,
     /// A fatal fault of the instruction was reported: the program dies once it is delivered.
     crashed: bool,
+    /// The pages are opened read-only to learn whether a possible write happens.
+    probing_write: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +106,8 @@ pub(super) fn start(mut call: Call, stop: SignalStop, vectors: Option<&VectorReg
         }
     };
 
+    let has_possible_write = accesses.iter().any(|access| access.kind == AccessKind::PossibleWrite);
+    let has_write = accesses.iter().any(|access| access.kind == AccessKind::Write);
     let step = AccessStep {
         fault_regs: stop.regs,
         accesses,
@@ -108,8 +117,9 @@ pub(super) fn start(mut call: Call, stop: SignalStop, vectors: Option<&VectorReg
         deferred: Vec::new(),
         extra_pages: 0,
         crashed: false,
+        probing_write: has_possible_write && !has_write,
     };
-    let actions = step.gadget_actions(&call, 0, PROT_READ_WRITE);
+    let actions = step.gadget_actions(&call, 0, step.open_protection());
     (State::Stepping(call, step), actions)
 }
 
@@ -127,6 +137,20 @@ pub(super) fn on_signal(call: Call, mut step: AccessStep, stop: SignalStop) -> (
     }
 
     let on_traced_page = call.pages.contains(stop.info.addr);
+    let on_open_page = step.runs.iter().any(|run| run.contains(stop.info.addr));
+    if step.phase == Phase::Instruction && step.probing_write && on_open_page {
+        // The read-only probe faulted on an open page, so the instruction writes: reopen
+        // the pages read-write and step it again from the fault registers.
+        step.probing_write = false;
+        for access in &mut step.accesses {
+            if access.kind == AccessKind::PossibleWrite {
+                access.kind = AccessKind::Write;
+            }
+        }
+        step.phase = Phase::Opening(0);
+        let actions = step.gadget_actions(&call, 0, PROT_READ_WRITE);
+        return (State::Stepping(call, step), actions);
+    }
     if step.phase == Phase::Instruction && on_traced_page && step.extra_pages < MAX_EXTRA_PAGES {
         // The instruction needs a traced page the decoder did not predict: open it and retry.
         step.extra_pages += 1;
@@ -134,7 +158,7 @@ pub(super) fn on_signal(call: Call, mut step: AccessStep, stop: SignalStop) -> (
         let index = step.runs.len();
         step.runs.push(call.pages.page_of(stop.info.addr));
         step.phase = Phase::Opening(index);
-        let actions = step.gadget_actions(&call, index, PROT_READ_WRITE);
+        let actions = step.gadget_actions(&call, index, step.open_protection());
         return (State::Stepping(call, step), actions);
     }
 
@@ -174,7 +198,7 @@ fn on_trap(mut call: Call, mut step: AccessStep, regs: Registers) -> (State, Vec
         }
         Phase::Opening(index) if index + 1 < step.runs.len() => {
             step.phase = Phase::Opening(index + 1);
-            let actions = step.gadget_actions(&call, index + 1, PROT_READ_WRITE);
+            let actions = step.gadget_actions(&call, index + 1, step.open_protection());
             (State::Stepping(call, step), actions)
         }
         Phase::Opening(_) => {
@@ -183,6 +207,10 @@ fn on_trap(mut call: Call, mut step: AccessStep, regs: Registers) -> (State, Vec
             (State::Stepping(call, step), actions)
         }
         Phase::Instruction => {
+            if step.probing_write {
+                // The instruction ran with its pages read-only, so it wrote none of them.
+                step.accesses.retain(|access| access.kind != AccessKind::PossibleWrite);
+            }
             call.trace.accesses.append(&mut step.accesses);
             step.resume_regs = regs;
             step.phase = Phase::Closing(0);
@@ -198,15 +226,14 @@ fn on_trap(mut call: Call, mut step: AccessStep, regs: Registers) -> (State, Vec
     }
 }
 
-/// Restores the registers and resumes the call, delivering the first held-back signal.
+/// Restores the registers and resumes the call. The first held-back signal is delivered by
+/// the resume itself; the others are queued to the thread again first, so the kernel delivers
+/// them next and each one stops the thread like any signal.
 fn resume(call: Call, mut step: AccessStep) -> (State, Vec<Action>) {
     let signal = if step.deferred.is_empty() { None } else { Some(step.deferred.remove(0)) };
-    if !step.deferred.is_empty() {
-        // NOTE: one resume delivers one signal; further signals held back during the same
-        // step are dropped here (standard signals of one number coalesce anyway).
-        warn!(dropped = step.deferred.len(), "more than one signal arrived during one step");
-    }
-    let actions = vec![Action::SetRegisters(step.resume_regs), Action::Continue { signal }];
+    let mut actions = vec![Action::SetRegisters(step.resume_regs)];
+    actions.extend(step.deferred.drain(..).map(Action::QueueSignal));
+    actions.push(Action::Continue { signal });
     let next = if step.crashed { State::Dying } else { State::Tracing(call) };
     (next, actions)
 }
@@ -217,6 +244,15 @@ fn protocol_failure(call: Call, message: String) -> (State, Vec<Action>) {
 }
 
 impl AccessStep {
+    /// The protection the pages are opened with: read-only while probing for a write.
+    fn open_protection(&self) -> u64 {
+        if self.probing_write {
+            PROT_READ
+        } else {
+            PROT_READ_WRITE
+        }
+    }
+
     /// Points the child at the `syscall` gadget to run `mprotect(runs[index], prot)` and steps it.
     fn gadget_actions(&self, call: &Call, index: usize, prot: u64) -> Vec<Action> {
         let run = self.runs.get(index).copied().unwrap_or(PageRange { start: 0, len: 0 });

@@ -21,6 +21,10 @@ pub enum Action {
     /// Resume the stopped thread for one instruction, delivering `signal` if given.
     #[allow(missing_docs)]
     Step { signal: Option<SigInfo> },
+    /// Make `signal` pending for the thread again, as the kernel would on delivery. Signals
+    /// the kernel raised (and `tgkill`s) cannot be re-queued with their original siginfo, so
+    /// those arrive as a `tgkill` of the same number.
+    QueueSignal(SigInfo),
     /// Resume the stopped thread, delivering `signal` if given.
     #[allow(missing_docs)]
     Continue { signal: Option<SigInfo> },

@@ -1,10 +1,11 @@
 //! AArch64 decoding: an instruction word and registers in, memory accesses out.
 //!
 //! Capstone validates the word and formats its text. The accesses come from this module's
-//! own decoding of the encoding fields, following the A64 encoding index and the pseudocode of
-//! the Arm Architecture Reference Manual (DDI 0487), because capstone's access flags and
-//! operand details are incomplete for several forms (post-index offsets, pairs, structure
-//! loads). The rules that apply to every form:
+//! own decoding of the encoding fields, which follows the A64 encoding index and pseudocode of
+//! the Arm Architecture Reference Manual (DDI 0487). Capstone's operand details are not used.
+//! Capstone 5.0.6 gives a memory operand no size and a post-index offset as a separate
+//! immediate, and capstone-rs 0.14 aborts the process while it converts the operands of MRS
+//! and MSR with some system registers. The rules that apply to every form:
 //!
 //! - Addresses are computed modulo 2^64 and then lose their top byte the way Linux's
 //!   top-byte-ignore does for user space (bits 63:56 become copies of bit 55), so a tagged
@@ -18,6 +19,10 @@
 //! - A read-modify-write (LSE atomics, SWP, CAS) reads before it writes.
 //! - A store whose outcome depends on state the decoder cannot see (store-exclusive,
 //!   compare-and-swap) is a [`AccessKind::PossibleWrite`].
+//! - `dc zva` writes the aligned block whose size the caller gives in
+//!   [`Aarch64Registers::dczva_block_size`], because DCZID_EL0 is not part of the registers.
+//! - SVE, SME, memory tagging, pointer-authenticated loads and the memory copy and set
+//!   instructions are reported as unsupported.
 
 mod load_store;
 mod simd;
@@ -46,7 +51,7 @@ pub(super) fn decode(code: &[u8], regs: &Aarch64Registers) -> Decoded {
     let accesses = accesses(word, regs);
     let text = match (disassemble(word, regs.pc), &accesses) {
         (Ok(text), _) => text,
-        // Capstone 5 rejects STGP, and encodings that the Arm ARM calls CONSTRAINED
+        // Capstone 5.0.6 rejects STGP, and encodings that the Arm ARM calls CONSTRAINED
         // UNPREDICTABLE (a should-be-one field that is not all ones, LDP to one register twice,
         // writeback to a transferred register). A core that took a memory fault on one of
         // them was making the accesses its fields describe, so those accesses still stand.
@@ -54,7 +59,11 @@ pub(super) fn decode(code: &[u8], regs: &Aarch64Registers) -> Decoded {
         (Err(gap), _) => return unsupported(regs.pc, hex(code), gap),
     };
     match accesses {
-        Ok(accesses) => Decoded::Instruction(DecodedInstruction { len: INSTRUCTION_LEN, text, accesses }),
+        Ok(accesses) => Decoded::Instruction(DecodedInstruction {
+            len: INSTRUCTION_LEN,
+            text,
+            accesses,
+        }),
         Err(gap) => unsupported(regs.pc, text, gap),
     }
 }
@@ -72,7 +81,7 @@ enum Gap {
     /// class.
     Unallocated,
     /// The instruction touches memory in a way that is not modelled. The text names the
-    /// instructions and says why.
+    /// instructions, and sometimes the reason.
     NotModelled(&'static str),
     /// `dc zva` with a block size that DCZID_EL0 cannot encode.
     InvalidZvaBlockSize(u32),
@@ -110,24 +119,30 @@ fn disassemble(word: u32, pc: u64) -> Result<String, Gap> {
             .get_or_init(|| Capstone::new().arm64().mode(ArchMode::Arm).build().ok())
             .as_ref()
             .ok_or(Gap::DisassemblerUnavailable)?;
-        let instructions = capstone.disasm_count(&word.to_le_bytes(), pc, 1).map_err(|_| Gap::Invalid)?;
+        let instructions = capstone
+            .disasm_count(&word.to_le_bytes(), pc, 1)
+            .map_err(|_| Gap::Invalid)?;
         let instruction = instructions.iter().next().ok_or(Gap::Invalid)?;
         let mnemonic = instruction.mnemonic().unwrap_or_default();
         let operands = instruction.op_str().unwrap_or_default();
-        Ok(if operands.is_empty() { mnemonic.to_string() } else { format!("{mnemonic} {operands}") })
+        Ok(if operands.is_empty() {
+            mnemonic.to_string()
+        } else {
+            format!("{mnemonic} {operands}")
+        })
     })
 }
 
 /// Lists the accesses the instruction `word` makes with `regs`, in the order it makes them.
 fn accesses(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>, Gap> {
-    // The top-level encoding groups are told apart by bits 28:25 (op1 in the Arm ARM).
+    // Bits 28:25 (op1 in the Arm ARM) select the top-level encoding group.
     let group = bits(word, 28, 25);
     match group {
         // Loads and stores: x1x0.
         0b0100 | 0b0110 | 0b1100 | 0b1110 => load_store::accesses(word, regs),
         // Branches, exception generation and system instructions: 101x.
         0b1010 | 0b1011 => system::accesses(word, regs),
-        // SME (bit 31 set) shares 0000 with the reserved space that holds UDF.
+        // SME (bit 31 set) shares 0000 with the reserved space that contains UDF.
         0b0000 if bit(word, 31) => Err(Gap::NotModelled("SME instructions")),
         // SVE: bit 31 set selects the memory half (loads, stores, gathers, scatters, prefetches).
         0b0010 if bit(word, 31) => Err(Gap::NotModelled("SVE loads and stores")),
@@ -175,17 +190,29 @@ fn untagged(addr: u64) -> u64 {
 
 /// Returns one access of `size` bytes at `base + offset`, untagged.
 fn access(base: u64, offset: u64, size: u32, kind: AccessKind) -> Access {
-    Access { addr: untagged(base.wrapping_add(offset)), size, kind }
+    Access {
+        addr: untagged(base.wrapping_add(offset)),
+        size,
+        kind,
+    }
 }
 
 /// Formats the bytes of an undecodable instruction as space-separated hexadecimal.
 fn hex(code: &[u8]) -> String {
     let bytes = code.get(..INSTRUCTION_LEN).unwrap_or(code);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn unsupported(addr: u64, text: String, gap: Gap) -> Decoded {
-    Decoded::Unsupported(UnsupportedInstruction { addr, text, reason: gap.to_string() })
+    Decoded::Unsupported(UnsupportedInstruction {
+        addr,
+        text,
+        reason: gap.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -99,6 +99,7 @@ impl Driver {
                 (self.options.report)(&report, &ProcessView { pid });
                 Ok(())
             }
+            Action::QueueSignal(info) => ptrace::queue_signal(pid, &info),
             Action::Kill => ptrace::kill(pid),
             Action::Finish { exit_code } => {
                 debug!(pid, exit_code, "traced program gone, supervisor exits");

@@ -122,6 +122,36 @@ pub(super) fn resume(pid: i32, how: Resume, signal: Option<&SigInfo>) -> Result<
     Ok(())
 }
 
+/// Makes `info`'s signal pending for thread `tid` again. `rt_tgsigqueueinfo` keeps the
+/// siginfo but Linux accepts it only for process-sent codes (negative, other than SI_TKILL);
+/// anything else is re-sent with `tgkill`.
+pub(super) fn queue_signal(tid: i32, info: &SigInfo) -> Result<(), String> {
+    // SAFETY: getpid and the syscalls below take plain integers and a pointer to `info.raw`,
+    // a live 128-byte siginfo_t.
+    let result = unsafe {
+        let tgid = tgid_of(tid);
+        if info.code < 0 && info.code != libc::SI_TKILL {
+            libc::syscall(libc::SYS_rt_tgsigqueueinfo, tgid, tid, info.signo, info.raw.as_ptr())
+        } else {
+            libc::syscall(libc::SYS_tgkill, tgid, tid, info.signo)
+        }
+    };
+    if result != 0 {
+        return Err(last_error("rt_tgsigqueueinfo/tgkill", tid));
+    }
+    Ok(())
+}
+
+/// Returns the thread group (process) id of thread `tid`, or `tid` if it cannot be read.
+fn tgid_of(tid: i32) -> i32 {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(tid)
+}
+
 pub(super) fn kill(pid: i32) -> Result<(), String> {
     // SAFETY: kill takes no pointers.
     if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {

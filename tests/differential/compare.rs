@@ -216,7 +216,7 @@ impl fmt::Display for Comparison {
             Outcome::Agreed => writeln!(f, "  agreed"),
             Outcome::Resolved(rows) => {
                 for (mismatch, row) in rows {
-                    writeln!(f, "  {mismatch}: resolved, {} is right", row.right)?;
+                    writeln!(f, "  {mismatch}: resolved, {}: {}", row.right, row.reason)?;
                 }
                 Ok(())
             }
@@ -474,14 +474,15 @@ fn form_of(instr: &Instruction) -> Form {
 }
 
 /// Returns true if the legacy prefixes of `bytes` put a CS, DS, ES or SS segment override
-/// after an FS or GS override.
+/// after an FS or GS override. A REX byte among the legacy prefixes is skipped, as the CPU
+/// ignores a REX prefix that does not come right before the opcode.
 fn null_segment_after_fs_gs(bytes: &[u8]) -> bool {
     let mut seen_fs_gs = false;
     for &byte in bytes {
         match byte {
             0x64 | 0x65 => seen_fs_gs = true,
             0x26 | 0x2e | 0x36 | 0x3e if seen_fs_gs => return true,
-            0x26 | 0x2e | 0x36 | 0x3e | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => (),
+            0x26 | 0x2e | 0x36 | 0x3e | 0x40..=0x4f | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => (),
             _ => return false,
         }
     }

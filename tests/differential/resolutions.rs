@@ -9,54 +9,69 @@ use std::fmt;
 
 use super::compare::{Form, Kinds, Mismatch, READ, READ_WRITE, WRITE};
 
-/// The side of the comparison that matches the Intel SDM.
+/// The side of the comparison that matches the manuals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     /// ffitrace's decoder is right and capstone's operand description is wrong.
     Decoder,
+    /// The manuals leave the result undefined, so neither side is wrong.
+    Unspecified,
 }
 
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Side::Decoder => f.write_str("the decoder"),
+            Side::Decoder => f.write_str("the decoder is right"),
+            Side::Unspecified => f.write_str("the manuals leave it undefined"),
         }
     }
+}
+
+/// The capstone mnemonics a row covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mnemonics {
+    /// Every mnemonic: only for rows whose form alone identifies the cause.
+    Any,
+    Only(&'static [&'static str]),
 }
 
 /// Which instruction forms a row covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FormFilter {
     Any,
-    /// Only forms with an AVX-512 opmask register.
-    Opmasked,
-    /// Only forms whose memory operand is addressed through RSP.
+    /// Only forms whose explicit memory operand is addressed through RSP.
     StackPointerBase,
+    /// Only forms whose first operand, the destination in Intel syntax, is in memory.
+    MemoryDestination,
+    /// Only forms with a CS, DS, ES or SS segment-override prefix after an FS or GS one.
+    NullSegmentAfterFsGs,
 }
 
 impl FormFilter {
     fn admits(self, form: Form) -> bool {
         match self {
             FormFilter::Any => true,
-            FormFilter::Opmasked => form.opmasked,
             FormFilter::StackPointerBase => form.stack_pointer_base,
+            FormFilter::MemoryDestination => form.memory_destination,
+            FormFilter::NullSegmentAfterFsGs => form.null_segment_after_fs_gs,
         }
     }
 }
 
-/// The kind of difference a row explains. `None` in a field matches any value.
+/// A kind of difference a row explains. `None` in a field matches any value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pattern {
     Kind { capstone: Kinds, decoder: Kinds },
     Size { capstone: Option<u32>, decoder: Option<u32> },
     Address,
-    CapstoneOnly(Kinds),
-    DecoderOnly(Kinds),
+    CapstoneOnly(Option<Kinds>),
+    DecoderOnly(Option<Kinds>),
 }
 
 impl Pattern {
     fn admits(self, mismatch: &Mismatch) -> bool {
         let size_fits = |want: Option<u32>, got: u32| want.is_none_or(|want| want == got);
+        let kinds_fit = |want: Option<Kinds>, got: Kinds| want.is_none_or(|want| want == got);
         match (self, *mismatch) {
             (Pattern::Kind { capstone, decoder }, Mismatch::Kind { capstone: c, decoder: d }) => {
                 capstone == c && decoder == d
@@ -65,8 +80,12 @@ impl Pattern {
                 size_fits(capstone, c) && size_fits(decoder, d)
             }
             (Pattern::Address, Mismatch::Address { .. }) => true,
-            (Pattern::CapstoneOnly(kinds), Mismatch::CapstoneOnly { kinds: k, .. }) => kinds == k,
-            (Pattern::DecoderOnly(kinds), Mismatch::DecoderOnly { kinds: k, .. }) => kinds == k,
+            (Pattern::CapstoneOnly(kinds), Mismatch::CapstoneOnly { kinds: k, .. }) => {
+                kinds_fit(kinds, k)
+            }
+            (Pattern::DecoderOnly(kinds), Mismatch::DecoderOnly { kinds: k, .. }) => {
+                kinds_fit(kinds, k)
+            }
             _ => false,
         }
     }
@@ -75,116 +94,276 @@ impl Pattern {
 /// One settled disagreement.
 #[derive(Debug)]
 pub struct Resolution {
-    /// Capstone mnemonics the row applies to.
-    pub mnemonics: &'static [&'static str],
+    pub mnemonics: Mnemonics,
     pub form: FormFilter,
-    pub pattern: Pattern,
+    /// The differences the row explains; any one of them matches.
+    pub patterns: &'static [Pattern],
     pub right: Side,
-    /// The Intel SDM fact that decides the row.
+    /// The fact from the manuals that decides the row.
     pub reason: &'static str,
 }
 
 impl Resolution {
-    /// Returns true if this row explains `mismatch` on an instruction with `mnemonic` and
-    /// `form`.
+    /// Returns true if this row explains `mismatch` on an instruction with capstone
+    /// mnemonic `mnemonic` and form `form`.
     pub fn matches(&self, mnemonic: &str, form: Form, mismatch: &Mismatch) -> bool {
-        self.mnemonics.contains(&mnemonic) && self.form.admits(form) && self.pattern.admits(mismatch)
+        let mnemonic_fits = match self.mnemonics {
+            Mnemonics::Any => true,
+            Mnemonics::Only(list) => list.contains(&mnemonic),
+        };
+        mnemonic_fits
+            && self.form.admits(form)
+            && self.patterns.iter().any(|pattern| pattern.admits(mismatch))
     }
 }
 
-/// The resolution table.
+const CAPSTONE_READ_ONLY: &[Pattern] = &[Pattern::CapstoneOnly(Some(READ))];
+const STORE_READ_AS_WRITE: &[Pattern] = &[Pattern::Kind { capstone: READ, decoder: WRITE }];
+const ANY_SIZE_FROM_CAPSTONE: &[Pattern] = &[Pattern::Size { capstone: None, decoder: None }];
+
+/// The resolution table. The comparison takes the first row that matches a difference.
 pub static RESOLUTIONS: &[Resolution] = &[
+    // Operands that are not memory accesses.
     Resolution {
-        mnemonics: &["lea"],
+        mnemonics: Mnemonics::Only(&["lea"]),
         form: FormFilter::Any,
-        pattern: Pattern::CapstoneOnly(READ),
+        patterns: CAPSTONE_READ_ONLY,
         right: Side::Decoder,
-        reason: "LEA computes the effective address of its source and stores the address; \
-                 it does not access memory.",
+        reason: "LEA stores the effective address of its source operand and does not \
+                 access memory.",
     },
     Resolution {
-        mnemonics: &["nop"],
+        mnemonics: Mnemonics::Only(&["nop"]),
         form: FormFilter::Any,
-        pattern: Pattern::CapstoneOnly(READ),
+        patterns: CAPSTONE_READ_ONLY,
         right: Side::Decoder,
-        reason: "The multi-byte NOP (0F 1F /0) takes a ModR/M operand only for its length \
-                 and does not access memory.",
+        reason: "The multi-byte NOP (0F 1F /0) has a ModR/M operand only to set its length; \
+                 the SDM states that it performs no operation.",
     },
     Resolution {
-        mnemonics: &["prefetcht0", "prefetcht1", "prefetcht2", "prefetchnta", "prefetchw"],
+        mnemonics: Mnemonics::Only(&[
+            "prefetch", "prefetchw", "prefetchwt1", "prefetcht0", "prefetcht1", "prefetcht2",
+            "prefetchnta",
+        ]),
         form: FormFilter::Any,
-        pattern: Pattern::CapstoneOnly(READ),
+        patterns: CAPSTONE_READ_ONLY,
         right: Side::Decoder,
-        reason: "PREFETCHh is a hint that moves a cache line closer to the processor; it \
-                 does not affect program behavior and raises no page fault, so the tracer \
-                 never sees it.",
+        reason: "PREFETCHh is a hint that does not affect program behavior: it raises no \
+                 page fault, so the tracer never sees it.",
     },
     Resolution {
-        mnemonics: &["comisd", "ucomisd", "vcomisd", "vucomisd"],
+        mnemonics: Mnemonics::Only(&["invlpg"]),
         form: FormFilter::Any,
-        pattern: Pattern::Size { capstone: Some(16), decoder: Some(8) },
+        patterns: CAPSTONE_READ_ONLY,
         right: Side::Decoder,
-        reason: "(V)(U)COMISD compares the low double-precision value: its source is \
-                 xmm2/m64, an 8-byte load.",
+        reason: "INVLPG invalidates the TLB entries of the page that holds its operand and \
+                 does not load the operand.",
     },
     Resolution {
-        mnemonics: &["comiss", "ucomiss", "vcomiss", "vucomiss"],
+        mnemonics: Mnemonics::Only(&[
+            "bndcl", "bndcn", "bndcu", "bndldx", "bndmk", "bndmov", "bndstx",
+        ]),
         form: FormFilter::Any,
-        pattern: Pattern::Size { capstone: Some(16), decoder: Some(4) },
+        patterns: &[Pattern::CapstoneOnly(None)],
         right: Side::Decoder,
-        reason: "(V)(U)COMISS compares the low single-precision value: its source is \
-                 xmm2/m32, a 4-byte load.",
+        reason: "The MPX instructions sit in the 0F 1A and 0F 1B hint-NOP space and execute \
+                 as NOPs while MPX is not enabled. Linux has not enabled MPX since version \
+                 5.6 and AMD processors lack it, so iced decodes these bytes as NOP.",
+    },
+    // Operand sizes.
+    Resolution {
+        mnemonics: Mnemonics::Only(&["comisd", "ucomisd", "vcomisd", "vucomisd"]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::Size { capstone: Some(16), decoder: Some(8) }],
+        right: Side::Decoder,
+        reason: "(V)(U)COMISD compares the low double-precision values: its memory source \
+                 is m64.",
     },
     Resolution {
-        mnemonics: &["fxsave", "fxsave64"],
+        mnemonics: Mnemonics::Only(&["comiss", "ucomiss", "vcomiss", "vucomiss"]),
         form: FormFilter::Any,
-        pattern: Pattern::Size { capstone: None, decoder: Some(512) },
+        patterns: &[Pattern::Size { capstone: Some(16), decoder: Some(4) }],
         right: Side::Decoder,
-        reason: "FXSAVE stores the x87, MMX and SSE state into a 512-byte area (m512byte).",
+        reason: "(V)(U)COMISS compares the low single-precision values: its memory source \
+                 is m32.",
     },
     Resolution {
-        mnemonics: &["fxrstor", "fxrstor64"],
+        mnemonics: Mnemonics::Only(&["vgf2p8affineqb", "vgf2p8affineinvqb"]),
         form: FormFilter::Any,
-        pattern: Pattern::Size { capstone: None, decoder: Some(512) },
+        patterns: &[Pattern::Size { capstone: Some(1), decoder: Some(8) }],
         right: Side::Decoder,
-        reason: "FXRSTOR loads the x87, MMX and SSE state from a 512-byte area (m512byte).",
+        reason: "The EVEX forms of VGF2P8AFFINE(INV)QB broadcast from m64bcst: a broadcast \
+                 loads one 8-byte element, not a byte.",
     },
     Resolution {
-        mnemonics: &["cmpxchg", "cmpxchg8b", "cmpxchg16b"],
+        mnemonics: Mnemonics::Only(&["fxsave", "fxsave64", "fxrstor", "fxrstor64"]),
         form: FormFilter::Any,
-        pattern: Pattern::Kind { capstone: READ, decoder: READ_WRITE },
+        patterns: &[Pattern::Size { capstone: Some(8), decoder: Some(416) }],
+        right: Side::Decoder,
+        reason: "The operand of FXSAVE and FXRSTOR is a 512-byte area (m512byte), of which \
+                 the x87 and SSE state fills bytes 0 to 415 (Vol. 1, FXSAVE area layout); \
+                 the decoder reports those 416 bytes, and capstone's 8 is wrong either way.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&["fnsave", "frstor"]),
+        form: FormFilter::Any,
+        patterns: &[
+            Pattern::Size { capstone: Some(4), decoder: Some(108) },
+            Pattern::Size { capstone: Some(4), decoder: Some(94) },
+        ],
+        right: Side::Decoder,
+        reason: "FNSAVE and FRSTOR store and load the x87 state as m94byte (16-bit operand \
+                 size) or m108byte (32-bit operand size).",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&["fnstenv", "fldenv"]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::Size { capstone: Some(28), decoder: Some(14) }],
+        right: Side::Decoder,
+        reason: "FNSTENV and FLDENV use m14byte with a 16-bit operand size (66 prefix) and \
+                 m28byte otherwise.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&["call", "jmp", "lcall", "ljmp", "lfs", "lgs", "lss"]),
+        form: FormFilter::Any,
+        patterns: ANY_SIZE_FROM_CAPSTONE,
+        right: Side::Decoder,
+        reason: "Far CALL and JMP (FF /3, FF /5) and LFS, LGS, LSS load a far pointer: \
+                 m16:16, m16:32 or m16:64, that is 4, 6 or 10 bytes by operand size. \
+                 Capstone gives 8 or 10 whatever the operand size.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&["insw", "outsw"]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::Size { capstone: Some(2), decoder: Some(4) }],
+        right: Side::Decoder,
+        reason: "REX.W takes precedence over the 66 operand-size prefix, and INS and OUTS \
+                 have no 64-bit operand size, so with REX.W and 66 they move a doubleword.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&["clrssbsy", "rstorssp"]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::Size { capstone: Some(4), decoder: Some(8) }],
+        right: Side::Decoder,
+        reason: "CLRSSBSY and RSTORSSP operate on an 8-byte shadow-stack token (m64).",
+    },
+    // Read and write kinds.
+    Resolution {
+        mnemonics: Mnemonics::Only(&["cmpxchg", "cmpxchg8b", "cmpxchg16b"]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::Kind { capstone: READ, decoder: READ_WRITE }],
         right: Side::Decoder,
         reason: "The destination of CMPXCHG, CMPXCHG8B and CMPXCHG16B receives a write \
                  cycle whatever the result of the comparison: a failed compare writes back \
                  the value it read.",
     },
     Resolution {
-        mnemonics: &["pop"],
+        mnemonics: Mnemonics::Only(&["rcl", "rcr", "rol", "ror"]),
+        form: FormFilter::MemoryDestination,
+        patterns: &[Pattern::Kind { capstone: READ, decoder: READ_WRITE }],
+        right: Side::Decoder,
+        reason: "RCL, RCR, ROL and ROR rotate their r/m destination in place: a memory \
+                 destination is read and written.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&["frstor"]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::Kind { capstone: WRITE, decoder: READ }],
+        right: Side::Decoder,
+        reason: "FRSTOR loads the x87 state from memory and does not store to it.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&[
+            "seta", "setae", "setb", "setbe", "sete", "setg", "setge", "setl", "setle", "setne",
+            "setno", "setnp", "setns", "seto", "setp", "sets",
+        ]),
+        form: FormFilter::MemoryDestination,
+        patterns: STORE_READ_AS_WRITE,
+        right: Side::Decoder,
+        reason: "SETcc stores 0 or 1 to its r/m8 destination and does not read it.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&[
+            "fst", "fstp", "fist", "fistp", "fisttp", "fbstp", "fnstcw", "fnstsw", "stmxcsr",
+            "vstmxcsr",
+        ]),
+        form: FormFilter::MemoryDestination,
+        patterns: STORE_READ_AS_WRITE,
+        right: Side::Decoder,
+        reason: "The x87 stores and (V)STMXCSR store a value, control word or status word to \
+                 their memory destination and do not read it.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&[
+            "movd", "movq", "movss", "movsd", "movups", "movupd", "movaps", "movapd", "movdqu",
+            "movdqa", "movhps", "movhpd", "movlps", "movlpd", "movnti", "movntq", "movntdq",
+            "movntps", "movntpd", "movntss", "movntsd", "pextrb", "pextrw", "pextrd", "pextrq",
+            "extractps", "vmovd", "vmovq", "vmovss", "vmovsd", "vmovups", "vmovupd",
+            "vmovaps", "vmovapd", "vmovdqu", "vmovdqa", "vmovdqu8", "vmovdqu16", "vmovdqu32",
+            "vmovdqu64", "vmovdqa32", "vmovdqa64", "vmovhps", "vmovhpd", "vmovlps", "vmovlpd",
+            "vmovntdq", "vmovntps", "vmovntpd", "vpextrb", "vpextrw", "vpextrd", "vpextrq",
+            "vextractps", "vextractf128", "vextracti128", "vextractf32x4", "vextractf64x2",
+            "vextractf32x8", "vextractf64x4", "vextracti32x4", "vextracti64x2",
+            "vextracti32x8", "vextracti64x4", "vmaskmovps", "vmaskmovpd", "vpmaskmovd",
+            "vpmaskmovq", "vpcompressb", "vpcompressw", "vpcompressd", "vpcompressq",
+            "vcompressps", "vcompresspd", "vcvtps2ph", "kmovb", "kmovw", "kmovd", "kmovq",
+        ]),
+        form: FormFilter::MemoryDestination,
+        patterns: STORE_READ_AS_WRITE,
+        right: Side::Decoder,
+        reason: "These MMX, SSE, AVX and AVX-512 moves, extracts and compresses have an MR \
+                 form whose r/m destination is written (w), not read. Capstone marks the \
+                 memory destination as read.",
+    },
+    // Addresses.
+    Resolution {
+        mnemonics: Mnemonics::Only(&["pop"]),
         form: FormFilter::StackPointerBase,
-        pattern: Pattern::Address,
+        patterns: &[Pattern::Address],
         right: Side::Decoder,
         reason: "When RSP is the base of POP's memory destination, the CPU computes the \
                  effective address after it increments RSP.",
     },
     Resolution {
-        mnemonics: &["xlatb"],
+        mnemonics: Mnemonics::Only(&["bt", "bts", "btr", "btc"]),
         form: FormFilter::Any,
-        pattern: Pattern::DecoderOnly(READ),
+        patterns: &[Pattern::Address],
         right: Side::Decoder,
-        reason: "XLAT loads the byte at DS:[RBX + zero-extended AL]; capstone lists no \
-                 operand for this implicit load.",
+        reason: "With a register bit offset the memory operand is only the bit base: the \
+                 signed offset selects the operand-size unit at base + unit * (offset DIV \
+                 bits), which is the unit the decoder reports.",
     },
     Resolution {
-        mnemonics: &[
-            "vmovups", "vmovupd", "vmovaps", "vmovapd", "vmovdqu8", "vmovdqu16", "vmovdqu32",
-            "vmovdqu64", "vmovdqa32", "vmovdqa64", "vmovss", "vmovsd", "vpcompressd",
-            "vpcompressq", "vcompressps", "vcompresspd",
-        ],
-        form: FormFilter::Opmasked,
-        pattern: Pattern::Kind { capstone: READ, decoder: WRITE },
+        mnemonics: Mnemonics::Any,
+        form: FormFilter::NullSegmentAfterFsGs,
+        patterns: &[Pattern::Address, Pattern::CapstoneOnly(None), Pattern::DecoderOnly(None)],
+        right: Side::Unspecified,
+        reason: "Both manuals leave the result of two prefixes of one group undefined. In \
+                 64-bit mode the CS, DS, ES and SS bases are zero; iced keeps the FS or GS \
+                 override, while capstone takes the last segment prefix.",
+    },
+    // Implicit operands that capstone does not list.
+    Resolution {
+        mnemonics: Mnemonics::Only(&["xlatb"]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::DecoderOnly(Some(READ))],
         right: Side::Decoder,
-        reason: "The EVEX store forms (memory destination under an opmask) write the \
-                 elements whose mask bit is set and read no memory; capstone marks the \
-                 destination as read.",
+        reason: "XLAT loads the byte at DS:[RBX + zero-extended AL].",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&["maskmovq", "maskmovdqu", "vmaskmovdqu"]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::DecoderOnly(Some(WRITE))],
+        right: Side::Decoder,
+        reason: "(V)MASKMOVDQU and MASKMOVQ store the bytes selected by the mask to the \
+                 implicit destination DS:[RDI].",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&["umonitor"]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::DecoderOnly(Some(READ))],
+        right: Side::Decoder,
+        reason: "UMONITOR arms monitoring of the address in its register operand and is \
+                 subject to the permission checks and faults of a byte load from it.",
     },
 ];

@@ -21,13 +21,15 @@ pub(super) fn accesses(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>
         return Err(Gap::NotModelled("memory tag loads and stores"));
     }
     if word & 0x3f00_0000 == 0x0800_0000 {
-        return exclusive_ordered_or_swap(word, regs);
+        return exclusive_ordered_or_cas(word, regs);
     }
     if word & 0x3f20_0c00 == 0x1900_0000 {
         return release_consistent_unscaled(word, regs);
     }
     if word & 0x3b20_0c00 == 0x1900_0400 {
-        return Err(Gap::NotModelled("memory copy and set instructions (CPY*, SET*)"));
+        return Err(Gap::NotModelled(
+            "memory copy and set instructions (CPY*, SET*)",
+        ));
     }
     if word & 0x3b00_0000 == 0x1800_0000 {
         return literal(word, regs);
@@ -38,10 +40,12 @@ pub(super) fn accesses(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>
     if word & 0x3a00_0000 == 0x3800_0000 {
         return single_register(word, regs);
     }
-    Err(Gap::NotModelled("load/store encodings outside the modelled classes"))
+    Err(Gap::NotModelled(
+        "load/store encodings outside the modelled classes",
+    ))
 }
 
-/// What a single-register load or store transfers.
+/// The transfer of a single-register load or store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Transfer {
     /// Loads `size` bytes.
@@ -61,10 +65,10 @@ impl Transfer {
         }
     }
 
-    fn accesses(self, addr_base: u64, offset: u64) -> Vec<Access> {
+    fn accesses(self, base: u64, offset: u64) -> Vec<Access> {
         match self {
-            Transfer::Load(size) => vec![access(addr_base, offset, size, AccessKind::Read)],
-            Transfer::Store(size) => vec![access(addr_base, offset, size, AccessKind::Write)],
+            Transfer::Load(size) => vec![access(base, offset, size, AccessKind::Read)],
+            Transfer::Store(size) => vec![access(base, offset, size, AccessKind::Write)],
             Transfer::Prefetch => Vec::new(),
         }
     }
@@ -157,8 +161,9 @@ fn register_offset(word: u32, regs: &Aarch64Registers, scale: u32) -> Result<u64
     Ok(extended << shift)
 }
 
-/// The LSE atomics (LDADD, LDCLR, LDEOR, LDSET, LDSMAX, LDSMIN, LDUMAX, LDUMIN, SWP and their
-/// ST aliases), LDAPR, and the 64-byte loads and stores of FEAT_LS64.
+/// Lists the accesses of the LSE atomics (LDADD, LDCLR, LDEOR, LDSET, LDSMAX, LDSMIN,
+/// LDUMAX, LDUMIN, SWP and their ST aliases), LDAPR, and the 64-byte loads and stores of
+/// FEAT_LS64.
 fn atomic(word: u32, base: u64) -> Result<Vec<Access>, Gap> {
     let size = 1 << bits(word, 31, 30);
     let acquire_release = bits(word, 23, 22);
@@ -175,14 +180,17 @@ fn atomic(word: u32, base: u64) -> Result<Vec<Access>, Gap> {
         (true, 0b100) if acquire_release == 0b10 => Ok(vec![read]),
         // The 64-byte forms transfer eight registers from Rt on, so Rt must be even and at
         // most 22.
-        (true, _) if size != 8 || acquire_release != 0 || bit(word, 0) || bits(word, 4, 3) == 0b11 => {
+        (true, _)
+            if size != 8 || acquire_release != 0 || bit(word, 0) || bits(word, 4, 3) == 0b11 =>
+        {
             Err(Gap::Unallocated)
         }
         // LD64B
         (true, 0b101) => block(AccessKind::Read),
         // ST64B
         (true, 0b001) => block(AccessKind::Write),
-        // ST64BV and ST64BV0 return a status that says whether the target accepted the store.
+        // ST64BV and ST64BV0 return a status that reports whether the target accepted the
+        // store.
         (true, 0b011 | 0b010) => block(AccessKind::PossibleWrite),
         _ => Err(Gap::Unallocated),
     }
@@ -209,8 +217,8 @@ fn pair(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>, Gap> {
             0b01 if mode == 0b00 => return Err(Gap::Unallocated),
             // LDPSW
             0b01 if load => (4, 4),
-            // STGP stores two doublewords and sets the allocation tag. The tag is not
-            // represented; the data bytes are. Its offset counts 16-byte tag granules.
+            // STGP stores two doublewords and sets their allocation tag, which the trace does
+            // not represent. Its offset counts 16-byte tag granules.
             0b01 => (8, 16),
             _ => return Err(Gap::Unallocated),
         }
@@ -221,13 +229,20 @@ fn pair(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>, Gap> {
         0b01 => 0,
         _ => (sign_extend(bits(word, 21, 15), 7) * scale) as u64,
     };
-    let kind = if load { AccessKind::Read } else { AccessKind::Write };
+    let kind = if load {
+        AccessKind::Read
+    } else {
+        AccessKind::Write
+    };
     Ok(register_pair(base, offset, size, kind))
 }
 
 /// Returns one access per register of a pair: the first register's slot, then the second's.
 fn register_pair(base: u64, offset: u64, size: u32, kind: AccessKind) -> Vec<Access> {
-    vec![access(base, offset, size, kind), access(base, offset.wrapping_add(u64::from(size)), size, kind)]
+    vec![
+        access(base, offset, size, kind),
+        access(base, offset.wrapping_add(u64::from(size)), size, kind),
+    ]
 }
 
 /// LDR (literal), LDRSW (literal) and PRFM (literal): the address is the instruction's own
@@ -244,25 +259,30 @@ fn literal(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>, Gap> {
     Ok(vec![access(regs.pc, offset, size, AccessKind::Read)])
 }
 
-/// The class at bits 29:24 = 001000: load and store exclusive (register and pair),
-/// load-acquire and store-release, LDLAR and STLLR, CAS and CASP.
-fn exclusive_ordered_or_swap(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>, Gap> {
+/// Lists the accesses of the class at bits 29:24 = 001000: load and store exclusive (register
+/// and pair), load-acquire and store-release, LDLAR and STLLR, CAS and CASP.
+fn exclusive_ordered_or_cas(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>, Gap> {
     let size_field = bits(word, 31, 30);
     let size = 1 << size_field;
+    // The Arm ARM names these fields o2, L and o1.
     let ordered = bit(word, 23);
     let load = bit(word, 22);
-    let pair_or_swap = bit(word, 21);
+    let pair_or_cas = bit(word, 21);
     let base = base_register(regs, bits(word, 9, 5));
     let read = |size| access(base, 0, size, AccessKind::Read);
 
-    match (ordered, pair_or_swap) {
+    match (ordered, pair_or_cas) {
         // LDXR, LDAXR, STXR, STLXR. A store-exclusive writes only if the exclusive monitor
-        // still holds the address, which the decoder cannot know.
+        // still covers the address, which the decoder cannot see.
         (false, false) if load => Ok(vec![read(size)]),
         (false, false) => Ok(vec![access(base, 0, size, AccessKind::PossibleWrite)]),
         // LDXP, LDAXP, STXP, STLXP with 32-bit (size 10) or 64-bit (size 11) registers.
         (false, true) if size_field >= 0b10 => {
-            let kind = if load { AccessKind::Read } else { AccessKind::PossibleWrite };
+            let kind = if load {
+                AccessKind::Read
+            } else {
+                AccessKind::PossibleWrite
+            };
             Ok(register_pair(base, 0, size, kind))
         }
         // CASP, CASPA, CASPL, CASPAL with 32-bit (size 00) or 64-bit (size 01) registers,
@@ -281,7 +301,10 @@ fn exclusive_ordered_or_swap(word: u32, regs: &Aarch64Registers) -> Result<Vec<A
         (true, false) if load => Ok(vec![read(size)]),
         (true, false) => Ok(vec![access(base, 0, size, AccessKind::Write)]),
         // CAS, CASA, CASL, CASAL and their byte and halfword forms.
-        (true, true) => Ok(vec![read(size), access(base, 0, size, AccessKind::PossibleWrite)]),
+        (true, true) => Ok(vec![
+            read(size),
+            access(base, 0, size, AccessKind::PossibleWrite),
+        ]),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::regs::Aarch64Registers;
 /// where `P` (bit 23) selects post-index.
 pub(super) fn multiple_structures(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>, Gap> {
     let post_index = bit(word, 23);
-    // Without post-index Rm must be zero; bit 21 is zero in both forms.
+    // Bit 21 is zero in both forms, and Rm is zero without post-index.
     if bit(word, 21) || (!post_index && bits(word, 20, 16) != 0) {
         return Err(Gap::Unallocated);
     }
@@ -34,7 +34,12 @@ pub(super) fn multiple_structures(word: u32, regs: &Aarch64Registers) -> Result<
         return Err(Gap::Unallocated);
     }
     let register_bytes = if quad { 16 } else { 8 };
-    Ok(vec![access(base_register(regs, bits(word, 9, 5)), 0, registers * register_bytes, kind(word))])
+    Ok(vec![access(
+        base_register(regs, bits(word, 9, 5)),
+        0,
+        registers * register_bytes,
+        kind(word),
+    )])
 }
 
 /// LD1..LD4 and ST1..ST4 (single structure) and LD1R..LD4R:
@@ -58,7 +63,12 @@ pub(super) fn single_structure(word: u32, regs: &Aarch64Registers) -> Result<Vec
         _ => return Err(Gap::Unallocated),
     };
     let base = base_register(regs, bits(word, 9, 5));
-    Ok(vec![access(base, 0, structure_elements * element_bytes, kind(word))])
+    Ok(vec![access(
+        base,
+        0,
+        structure_elements * element_bytes,
+        kind(word),
+    )])
 }
 
 /// Returns whether the structure instruction loads (L, bit 22) or stores.

@@ -17,13 +17,19 @@ pub(super) fn accesses(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>
     }
 }
 
-/// The SYS operations that user space can run, named by (op1, CRn, CRm, op2).
+/// Lists the accesses of the SYS operations that user space can run, named by
+/// (op1, CRn, CRm, op2).
 fn system_operation(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>, Gap> {
-    let operation = (bits(word, 18, 16), bits(word, 15, 12), bits(word, 11, 8), bits(word, 7, 5));
+    let operation = (
+        bits(word, 18, 16),
+        bits(word, 15, 12),
+        bits(word, 11, 8),
+        bits(word, 7, 5),
+    );
     let address = register_or_zero(regs, bits(word, 4, 0));
     match operation {
-        // DC ZVA zeroes a block; DC GZVA also sets its allocation tags, which the trace does
-        // not represent.
+        // DC ZVA zeroes a block. DC GZVA also sets the block's allocation tags, which the
+        // trace does not represent.
         (3, 7, 4, 1) | (3, 7, 4, 4) => zero_block(address, regs.dczva_block_size),
         (3, 7, 4, 3) => Err(Gap::NotModelled("DC GVA writes of allocation tags")),
         // Cache cleaning and invalidation to the point of coherency, unification or
@@ -32,7 +38,9 @@ fn system_operation(word: u32, regs: &Aarch64Registers) -> Result<Vec<Access>, G
         (3, 7, 10 | 12 | 13 | 14, 1 | 3 | 5) | (3, 7, 11, 1) | (3, 7, 5, 1) => Ok(Vec::new()),
         // CFP, DVP, COSP and CPP RCTX restrict speculation and access no memory.
         (3, 7, 3, 4..=7) => Ok(Vec::new()),
-        _ => Err(Gap::NotModelled("SYS operations other than DC and IC by address")),
+        _ => Err(Gap::NotModelled(
+            "SYS operations other than DC and IC by address",
+        )),
     }
 }
 
@@ -44,5 +52,9 @@ fn zero_block(address: u64, block_size: u32) -> Result<Vec<Access>, Gap> {
         return Err(Gap::InvalidZvaBlockSize(block_size));
     }
     let start = untagged(address) & !(u64::from(block_size) - 1);
-    Ok(vec![Access { addr: start, size: block_size, kind: AccessKind::Write }])
+    Ok(vec![Access {
+        addr: start,
+        size: block_size,
+        kind: AccessKind::Write,
+    }])
 }

@@ -5,7 +5,7 @@
 //! `tests/decode_aarch64.rs` check exact accesses against assembler output and the Arm ARM.
 //! These tests catch a wrong field, shift or extend across thousands of encodings.
 
-use capstone::arch::arm64::{Arm64Extender, Arm64OperandType, Arm64Shift, ArchMode};
+use capstone::arch::arm64::{ArchMode, Arm64Extender, Arm64OperandType, Arm64Shift};
 use capstone::arch::{ArchOperand, BuildsCapstone};
 use capstone::{Capstone, RegId};
 
@@ -16,7 +16,11 @@ use crate::regs::Aarch64Registers;
 /// Registers whose values keep every address below bit 55, so untagging changes nothing,
 /// and whose low halves have bit 31 set, so UXTW and SXTW give different offsets.
 fn sample_registers() -> Aarch64Registers {
-    let mut regs = Aarch64Registers { sp: 0x7ffc_0000_0000, pc: 0x5555_0000_1000, ..Aarch64Registers::default() };
+    let mut regs = Aarch64Registers {
+        sp: 0x7ffc_0000_0000,
+        pc: 0x5555_0000_1000,
+        ..Aarch64Registers::default()
+    };
     for (i, value) in regs.x.iter_mut().enumerate() {
         *value = 0x1234_8000_0000 + ((i as u64) << 16) + 8 * i as u64;
     }
@@ -55,7 +59,7 @@ fn register_value(regs: &Aarch64Registers, name: &str) -> Option<u64> {
     }
 }
 
-/// What capstone says about one instruction word.
+/// Capstone's view of one instruction word.
 struct CapstoneView {
     mnemonic: String,
     operands: String,
@@ -67,7 +71,9 @@ struct CapstoneView {
 }
 
 fn capstone_view(capstone: &Capstone, word: u32, regs: &Aarch64Registers) -> Option<CapstoneView> {
-    let instructions = capstone.disasm_count(&word.to_le_bytes(), regs.pc, 1).ok()?;
+    let instructions = capstone
+        .disasm_count(&word.to_le_bytes(), regs.pc, 1)
+        .ok()?;
     let instruction = instructions.iter().next()?;
     let mut view = CapstoneView {
         mnemonic: instruction.mnemonic().unwrap_or_default().to_string(),
@@ -83,7 +89,9 @@ fn capstone_view(capstone: &Capstone, word: u32, regs: &Aarch64Registers) -> Opt
     let detail = capstone.insn_detail(instruction).ok()?;
     let name = |reg: RegId| capstone.reg_name(reg).unwrap_or_default();
     for operand in detail.arch_detail().operands() {
-        let ArchOperand::Arm64Operand(operand) = operand else { continue };
+        let ArchOperand::Arm64Operand(operand) = operand else {
+            continue;
+        };
         match operand.op_type {
             Arm64OperandType::Mem(mem) => {
                 let base = register_value(regs, &name(mem.base()));
@@ -101,7 +109,9 @@ fn capstone_view(capstone: &Capstone, word: u32, regs: &Aarch64Registers) -> Opt
                         }
                     })
                 };
-                view.memory = base.zip(offset).map(|(base, offset)| base.wrapping_add(offset));
+                view.memory = base
+                    .zip(offset)
+                    .map(|(base, offset)| base.wrapping_add(offset));
             }
             Arm64OperandType::Imm(value) => view.immediate = Some(value as u64),
             _ => {}
@@ -116,7 +126,9 @@ fn capstone_view(capstone: &Capstone, word: u32, regs: &Aarch64Registers) -> Opt
 /// and the 64-byte forms, whose size the text does not show this way.
 fn register_bytes(view: &CapstoneView) -> Option<u32> {
     let mnemonic = view.mnemonic.as_str();
-    let structure = ["ld1", "ld2", "ld3", "ld4", "st1", "st2", "st3", "st4"].iter().any(|prefix| mnemonic.starts_with(prefix));
+    let structure = ["ld1", "ld2", "ld3", "ld4", "st1", "st2", "st3", "st4"]
+        .iter()
+        .any(|prefix| mnemonic.starts_with(prefix));
     if structure || mnemonic.contains("64b") {
         return None;
     }
@@ -130,7 +142,10 @@ fn register_bytes(view: &CapstoneView) -> Option<u32> {
         return Some(2);
     }
     let before_address = view.operands.split('[').next()?;
-    let register = before_address.split(',').map(str::trim).filter(|token| !token.is_empty() && !token.starts_with('#')).last()?;
+    let register = before_address
+        .split(',')
+        .map(str::trim)
+        .rfind(|token| !token.is_empty() && !token.starts_with('#'))?;
     match register.chars().next()? {
         'b' => Some(1),
         'h' => Some(2),
@@ -155,8 +170,15 @@ fn structure_bytes(view: &CapstoneView) -> Option<u32> {
         'd' => 8,
         _ => return None,
     };
-    let lanes: u32 = arrangement.trim_end_matches(char::is_alphabetic).parse().unwrap_or(1);
-    let per_register = if view.mnemonic.ends_with('r') { element } else { element * lanes };
+    let lanes: u32 = arrangement
+        .trim_end_matches(char::is_alphabetic)
+        .parse()
+        .unwrap_or(1);
+    let per_register = if view.mnemonic.ends_with('r') {
+        element
+    } else {
+        element * lanes
+    };
     Some(registers.len() as u32 * per_register)
 }
 
@@ -164,7 +186,9 @@ fn structure_bytes(view: &CapstoneView) -> Option<u32> {
 /// the LSE atomics and their ST aliases, SWP and CAS do both.
 fn reads_and_writes(mnemonic: &str) -> (bool, bool) {
     let operation = mnemonic.get(2..).unwrap_or_default();
-    let atomic = ["add", "clr", "eor", "set", "smax", "smin", "umax", "umin"].iter().any(|op| operation.starts_with(op));
+    let atomic = ["add", "clr", "eor", "set", "smax", "smin", "umax", "umin"]
+        .iter()
+        .any(|op| operation.starts_with(op));
     match mnemonic.get(..2).unwrap_or_default() {
         "ld" | "st" if atomic => (true, true),
         "sw" | "ca" => (true, true),
@@ -176,7 +200,12 @@ fn reads_and_writes(mnemonic: &str) -> (bool, bool) {
 /// Returns true for the encodings with modelled accesses that capstone 5 rejects: STGP, and
 /// the CONSTRAINED UNPREDICTABLE encodings whose behaviour the Arm ARM leaves to the core.
 fn capstone_rejects_knowingly(word: u32) -> bool {
-    let (rt, rn, rt2, rs) = (bits(word, 4, 0), bits(word, 9, 5), bits(word, 14, 10), bits(word, 20, 16));
+    let (rt, rn, rt2, rs) = (
+        bits(word, 4, 0),
+        bits(word, 9, 5),
+        bits(word, 14, 10),
+        bits(word, 20, 16),
+    );
     let load = bit(word, 22);
     let general = !bit(word, 26);
     let writeback_overlaps = |registers: &[u32]| rn != 31 && registers.contains(&rn);
@@ -184,13 +213,16 @@ fn capstone_rejects_knowingly(word: u32) -> bool {
     if word & 0x3f00_0000 == 0x0800_0000 {
         // Exclusive, ordered and compare-and-swap: Rs and Rt2 should be ones where unused,
         // and a store-exclusive's status register should differ from the others.
-        let store_exclusive = !bit(word, 23) && !load && !(bit(word, 21) && bits(word, 31, 30) < 0b10);
+        let compare_and_swap_pair = bit(word, 21) && bits(word, 31, 30) < 0b10;
+        let store_exclusive = !bit(word, 23) && !load && !compare_and_swap_pair;
         return rt2 != 31 || rs != 31 || (store_exclusive && (rs == rt || rs == rn));
     }
     if word & 0x3a00_0000 == 0x2800_0000 {
         let stgp = general && bits(word, 31, 30) == 0b01 && !load;
         let writeback = matches!(bits(word, 24, 23), 0b01 | 0b11);
-        return stgp || (load && rt == rt2) || (general && writeback && writeback_overlaps(&[rt, rt2]));
+        return stgp
+            || (load && rt == rt2)
+            || (general && writeback && writeback_overlaps(&[rt, rt2]));
     }
     if word & 0x3a00_0000 == 0x3800_0000 && !bit(word, 24) {
         if bit(word, 21) {
@@ -207,7 +239,12 @@ fn capstone_rejects_knowingly(word: u32) -> bool {
 
 #[test]
 fn load_store_addresses_match_capstone() {
-    let capstone = Capstone::new().arm64().mode(ArchMode::Arm).detail(true).build().expect("capstone builds");
+    let capstone = Capstone::new()
+        .arm64()
+        .mode(ArchMode::Arm)
+        .detail(true)
+        .build()
+        .expect("capstone builds");
     let regs = sample_registers();
     let mut compared = 0;
     let mut mismatches = Vec::new();
@@ -231,7 +268,9 @@ fn load_store_addresses_match_capstone() {
                     _ => true,
                 };
                 let structure_agrees = match (structure_bytes(view), &mine) {
-                    (Some(size), Ok(list)) => list.len() == 1 && list.iter().all(|access| access.size == size),
+                    (Some(size), Ok(list)) => {
+                        list.len() == 1 && list.iter().all(|access| access.size == size)
+                    }
                     _ => true,
                 };
                 let kinds_agree = match &mine {
@@ -242,22 +281,40 @@ fn load_store_addresses_match_capstone() {
                     }
                     Err(_) => true,
                 };
-                sizes_agree && structure_agrees && kinds_agree && view.memory.or(view.immediate) == Some(access.addr)
+                sizes_agree
+                    && structure_agrees
+                    && kinds_agree
+                    && view.memory.or(view.immediate) == Some(access.addr)
             }
         };
         if !agrees {
             let text = super::disassemble(word, regs.pc).unwrap_or_else(|gap| gap.to_string());
             let theirs = theirs.map(|view| (view.memory, view.immediate));
-            mismatches.push(format!("{word:#010x} {text}: decoded {mine:x?}, capstone {theirs:x?}"));
+            mismatches.push(format!(
+                "{word:#010x} {text}: decoded {mine:x?}, capstone {theirs:x?}"
+            ));
         }
     }
-    assert!(compared > 100_000, "only {compared} words had addresses to compare");
-    assert!(mismatches.is_empty(), "{} mismatches, first ones:\n{}", mismatches.len(), mismatches[..mismatches.len().min(20)].join("\n"));
+    assert!(
+        compared > 100_000,
+        "only {compared} words had addresses to compare"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches, first ones:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(20)].join("\n")
+    );
 }
 
 #[test]
 fn memory_operands_outside_load_store_are_flagged() {
-    let capstone = Capstone::new().arm64().mode(ArchMode::Arm).detail(true).build().expect("capstone builds");
+    let capstone = Capstone::new()
+        .arm64()
+        .mode(ArchMode::Arm)
+        .detail(true)
+        .build()
+        .expect("capstone builds");
     let regs = sample_registers();
     let mut mismatches = Vec::new();
     for word in Words(0x2545_f491_4f6c_dd1d).take(400_000) {
@@ -265,17 +322,25 @@ fn memory_operands_outside_load_store_are_flagged() {
         if bits(word, 27, 27) == 1 && !bit(word, 25) {
             continue;
         }
-        let Some(view) = capstone_view(&capstone, word, &regs) else { continue };
+        let Some(view) = capstone_view(&capstone, word, &regs) else {
+            continue;
+        };
         let mine = accesses(word, &regs);
         // Every memory operand outside the loads-and-stores group belongs to an SVE or SME
         // instruction (not modelled), or to a system instruction by address.
-        let flagged = matches!(&mine, Err(Gap::NotModelled(_))) || matches!(&mine, Ok(list) if !list.is_empty());
+        let flagged = matches!(&mine, Err(Gap::NotModelled(_)))
+            || matches!(&mine, Ok(list) if !list.is_empty());
         let system_by_address = matches!(view.mnemonic.as_str(), "dc" | "ic" | "sys");
         if view.memory.is_some() && !flagged && !system_by_address {
             mismatches.push(format!("{word:#010x} {}: decoded {mine:x?}", view.mnemonic));
         }
     }
-    assert!(mismatches.is_empty(), "{} mismatches, first ones:\n{}", mismatches.len(), mismatches[..mismatches.len().min(20)].join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches, first ones:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(20)].join("\n")
+    );
 }
 
 /// Runs the field decoding on every one of the 2^32 words. Takes about a minute in release
