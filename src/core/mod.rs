@@ -160,26 +160,26 @@ impl Supervisor {
             (ChildMessage::Start(request), None) => match start_call(request) {
                 Ok(call) => {
                     let reply = Action::Reply(SupervisorMessage::StartReply(StartReply::Started));
-                    (State::Tracing(call), vec![reply, resume])
+                    (State::Tracing(call), vec![resume, reply])
                 }
                 Err(reason) => {
                     let reply = SupervisorMessage::StartReply(StartReply::Rejected(reason));
-                    (State::Idle, vec![Action::Reply(reply), resume])
+                    (State::Idle, vec![resume, Action::Reply(reply)])
                 }
             },
             (ChildMessage::Start(_), Some(call)) => {
                 let reason = "a traced call is already running".to_string();
                 let reply = SupervisorMessage::StartReply(StartReply::Rejected(reason));
-                (State::Tracing(call), vec![Action::Reply(reply), resume])
+                (State::Tracing(call), vec![resume, Action::Reply(reply)])
             }
             (ChildMessage::End, Some(call)) => {
                 let reply = Action::Reply(SupervisorMessage::Trace(call.trace));
-                (State::Idle, vec![reply, resume])
+                (State::Idle, vec![resume, reply])
             }
             (ChildMessage::End, None) => {
                 let reason = "no traced call is running".to_string();
                 let reply = Action::Reply(SupervisorMessage::Rejected(reason));
-                (State::Idle, vec![reply, resume])
+                (State::Idle, vec![resume, reply])
             }
             (ChildMessage::SetExitCode(code), call) => {
                 self.exit_code = Some(code);
