@@ -51,7 +51,9 @@ fn split_input(data: &[u8]) -> Option<(&[u8], Registers, VectorRegisters)> {
     let mut u = Unstructured::new(tail);
     let k = <[u64; 8]>::arbitrary(&mut u).unwrap_or_default();
     let regs = registers(&mut u);
-    let zmm = (0..32).map(|_| <[u64; 8]>::arbitrary(&mut u).unwrap_or_default()).collect();
+    let zmm = (0..32)
+        .map(|_| <[u64; 8]>::arbitrary(&mut u).unwrap_or_default())
+        .collect();
     Some((code, regs, VectorRegisters { zmm, k }))
 }
 
@@ -109,11 +111,18 @@ fuzz_target!(|data: &[u8]| {
              them: {}",
             compare::hex(code)
         );
-        assert!(instr.len <= code.len().min(MAX_INSTRUCTION_LEN), "length {} out of range", instr.len);
+        assert!(
+            instr.len <= code.len().min(MAX_INSTRUCTION_LEN),
+            "length {} out of range",
+            instr.len
+        );
     }
 
     COMPARER.with(|comparer| {
         let comparison = comparer.compare(code, &regs, &vectors);
-        assert!(comparison.is_consistent(), "unresolved disagreement with capstone:\n{comparison}");
+        assert!(
+            comparison.is_consistent(),
+            "unresolved disagreement with capstone:\n{comparison}"
+        );
     });
 });

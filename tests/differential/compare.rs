@@ -10,19 +10,18 @@
 //!   decoder's `PossibleWrite` counts as a write.
 //! - Implicit stack accesses are left out. Capstone does not list the stack slot that PUSH,
 //!   POP, CALL, RET, ENTER, LEAVE and their relatives store or load. A decoder access that
-//!   capstone has no operand for is dropped when it is such a slot: an access in the push
-//!   direction (write for a decrement of RSP, read for an increment) inside the bytes
-//!   between RSP before and after the instruction, or a read of the frame that LEAVE or
-//!   ENTER loads through RBP. Every explicit operand, including one addressed through RSP, is
-//!   still compared.
+//!   capstone has no operand for is dropped only when it is such a slot. A slot is a write
+//!   (RSP decreases) or a read (RSP increases) inside the bytes between RSP before and after
+//!   the instruction, or a read of the frame that LEAVE or ENTER loads through RBP. Every
+//!   explicit operand, including one addressed through RSP, is still compared.
 //! - A capstone operand without an access kind (capstone-rs gives `None`) makes no claim
 //!   about reads and writes. Its address and size are still compared whenever the decoder
 //!   reports an access at that address.
 //! - A VSIB operand (gathers and scatters) names a vector index register. Every decoder
 //!   access must then be one element at one lane's address with the kind capstone gives.
-//! - Under an opmask or a vector mask the decoder may report a subset of the operand's
-//!   elements. Its accesses must then lie inside the operand capstone lists, with the same
-//!   kind.
+//! - Under an opmask or a vector mask the decoder reports only the enabled elements. Its
+//!   accesses inside the operand capstone lists are compared as one access covering that
+//!   operand, so their kinds and bounds are checked but not which elements were enabled.
 //! - Any difference left is matched against the rows in `resolutions.rs`, each settled from
 //!   the Intel SDM. A difference no row matches is an unresolved disagreement.
 //!
@@ -52,10 +51,22 @@ pub struct Kinds {
     pub write: bool,
 }
 
-pub const READ: Kinds = Kinds { read: true, write: false };
-pub const WRITE: Kinds = Kinds { read: false, write: true };
-pub const READ_WRITE: Kinds = Kinds { read: true, write: true };
-const NONE: Kinds = Kinds { read: false, write: false };
+pub const READ: Kinds = Kinds {
+    read: true,
+    write: false,
+};
+pub const WRITE: Kinds = Kinds {
+    read: false,
+    write: true,
+};
+pub const READ_WRITE: Kinds = Kinds {
+    read: true,
+    write: true,
+};
+const NONE: Kinds = Kinds {
+    read: false,
+    write: false,
+};
 
 impl Kinds {
     fn is_empty(self) -> bool {
@@ -63,11 +74,17 @@ impl Kinds {
     }
 
     fn union(self, other: Kinds) -> Kinds {
-        Kinds { read: self.read || other.read, write: self.write || other.write }
+        Kinds {
+            read: self.read || other.read,
+            write: self.write || other.write,
+        }
     }
 
     fn minus(self, other: Kinds) -> Kinds {
-        Kinds { read: self.read && !other.read, write: self.write && !other.write }
+        Kinds {
+            read: self.read && !other.read,
+            write: self.write && !other.write,
+        }
     }
 
     fn contains(self, other: Kinds) -> bool {
@@ -131,12 +148,21 @@ pub struct Form {
     pub opmasked: bool,
     /// The explicit memory operand is addressed through RSP or ESP.
     pub stack_pointer_base: bool,
-    /// A REP, REPE or REPNE prefix repeats a string instruction.
-    pub repeated: bool,
     /// Capstone lists a memory operand first, where Intel syntax puts the destination.
     pub memory_destination: bool,
     /// A CS, DS, ES or SS segment-override prefix follows an FS or GS prefix.
     pub null_segment_after_fs_gs: bool,
+    /// A repeated string instruction whose count register (RCX, or ECX under a 67 prefix)
+    /// is zero, so it runs no iteration.
+    pub zero_count: bool,
+    /// The legacy prefixes include 66 (operand size) and F2 or F3 (REPNE or REP), and iced
+    /// decodes a general-purpose instruction, for which F2 and F3 do not select the opcode.
+    pub operand_size_prefix_with_rep: bool,
+    /// A 66 prefix and a REX prefix with W set both apply.
+    pub operand_size_prefix_with_rex_w: bool,
+    /// The legacy prefixes include two of 66, F2 and F3, and iced decodes an MMX or SSE
+    /// instruction, for which these prefixes are mandatory prefixes that select the opcode.
+    pub mandatory_prefix_conflict: bool,
 }
 
 /// Why an instruction was not compared.
@@ -321,7 +347,7 @@ impl Comparer {
         let form = Form {
             memory_destination: cs.memory_destination,
             null_segment_after_fs_gs: null_segment_after_fs_gs(&comparison.bytes),
-            ..form_of(&instr)
+            ..prefix_form(&comparison.bytes, form_of(&instr, regs))
         };
         let mismatches = mismatches(&cs.operands, &comparison.accesses, &instr, regs, form);
         comparison.outcome = resolve(&cs.mnemonic, form, mismatches);
@@ -343,11 +369,17 @@ impl Comparer {
         };
 
         let full_mnemonic = insn.mnemonic().unwrap_or_default();
-        let mnemonic = full_mnemonic.rsplit(' ').next().unwrap_or_default().to_string();
+        let mnemonic = full_mnemonic
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let next_ip = regs.rip.wrapping_add(insn.len() as u64);
         let mut operands = Vec::new();
-        let memory_destination =
-            x86.operands().next().is_some_and(|op| matches!(op.op_type, X86OperandType::Mem(_)));
+        let memory_destination = x86
+            .operands()
+            .next()
+            .is_some_and(|op| matches!(op.op_type, X86OperandType::Mem(_)));
         for op in x86.operands() {
             let X86OperandType::Mem(mem) = op.op_type else {
                 continue;
@@ -361,7 +393,11 @@ impl Comparer {
                 addr: location.addr,
                 size: u32::from(op.size),
                 kinds,
-                element_size: if location.lanes.is_empty() { 0 } else { vsib_element_size(&mnemonic) },
+                element_size: if location.lanes.is_empty() {
+                    0
+                } else {
+                    vsib_element_size(&mnemonic)
+                },
                 lanes: location.lanes,
             });
         }
@@ -400,25 +436,44 @@ impl Comparer {
             None => 0,
             Some(reg) => register_value(regs, &reg, next_ip)?,
         };
-        let truncate = |sum: u64| if address_size == 4 { sum & 0xffff_ffff } else { sum };
+        let truncate = |sum: u64| {
+            if address_size == 4 {
+                sum & 0xffff_ffff
+            } else {
+                sum
+            }
+        };
         let scale = mem.scale() as u64;
         let base_plus_disp = base.wrapping_add(mem.disp() as u64);
 
         let index_name = name(mem.index());
-        if let Some(lanes) = index_name.as_deref().and_then(|reg| vector_lanes(reg, vectors)) {
+        if let Some(lanes) = index_name
+            .as_deref()
+            .and_then(|reg| vector_lanes(reg, vectors))
+        {
             // A VSIB index: each lane (signed dword or qword) gives one element's address.
             let lanes = lanes
                 .iter()
-                .map(|&lane| segment.wrapping_add(truncate(base_plus_disp.wrapping_add(lane.wrapping_mul(scale)))))
+                .map(|&lane| {
+                    segment.wrapping_add(truncate(
+                        base_plus_disp.wrapping_add(lane.wrapping_mul(scale)),
+                    ))
+                })
                 .collect();
-            return Some(Location { addr: segment.wrapping_add(truncate(base_plus_disp)), lanes });
+            return Some(Location {
+                addr: segment.wrapping_add(truncate(base_plus_disp)),
+                lanes,
+            });
         }
         let index = match index_name {
             None => 0,
             Some(reg) => register_value(regs, &reg, next_ip)?,
         };
         let sum = base_plus_disp.wrapping_add(index.wrapping_mul(scale));
-        Some(Location { addr: segment.wrapping_add(truncate(sum)), lanes: Vec::new() })
+        Some(Location {
+            addr: segment.wrapping_add(truncate(sum)),
+            lanes: Vec::new(),
+        })
     }
 }
 
@@ -451,7 +506,7 @@ fn iced_instruction(code: &[u8], rip: u64) -> Option<Instruction> {
     (!instr.is_invalid()).then_some(instr)
 }
 
-fn form_of(instr: &Instruction) -> Form {
+fn form_of(instr: &Instruction, regs: &Registers) -> Form {
     let stack_pointer_base = (0..instr.op_count())
         .any(|i| instr.op_kind(i) == iced_x86::OpKind::Memory)
         && matches!(instr.memory_base(), Register::RSP | Register::ESP);
@@ -464,12 +519,69 @@ fn form_of(instr: &Instruction) -> Form {
                 | iced_x86::OpKind::MemoryESEDI
         )
     });
+    let mmx_or_sse = instr.cpuid_features().iter().any(|feature| {
+        use iced_x86::CpuidFeature::{MMX, SSE, SSE2, SSE3, SSE4A, SSE4_1, SSE4_2, SSSE3};
+        matches!(
+            feature,
+            MMX | SSE | SSE2 | SSE3 | SSSE3 | SSE4_1 | SSE4_2 | SSE4A
+        )
+    });
+    let repeated = string && (instr.has_rep_prefix() || instr.has_repne_prefix());
+    let count = if instr.memory_base() == Register::None
+        && (0..instr.op_count()).any(|i| {
+            matches!(
+                instr.op_kind(i),
+                iced_x86::OpKind::MemorySegESI | iced_x86::OpKind::MemoryESEDI
+            )
+        }) {
+        regs.rcx & 0xffff_ffff
+    } else {
+        regs.rcx
+    };
     Form {
         opmasked: instr.op_mask() != Register::None,
         stack_pointer_base,
-        repeated: string && (instr.has_rep_prefix() || instr.has_repne_prefix()),
         memory_destination: false,
         null_segment_after_fs_gs: false,
+        zero_count: repeated && count == 0,
+        operand_size_prefix_with_rep: false,
+        operand_size_prefix_with_rex_w: false,
+        // Completed by `prefix_form`, which reads the prefixes.
+        mandatory_prefix_conflict: mmx_or_sse,
+    }
+}
+
+/// Adds to `form` the facts about the 66, F2, F3 and REX prefixes at the start of `bytes`.
+fn prefix_form(bytes: &[u8], form: Form) -> Form {
+    let mut legacy = Vec::new();
+    let mut rex = None;
+    for &byte in bytes {
+        match byte {
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => {
+                legacy.push(byte);
+                // A REX prefix counts only right before the opcode.
+                rex = None;
+            }
+            0x40..=0x4f => rex = Some(byte),
+            _ => break,
+        }
+    }
+    let operand_size_prefix = legacy.contains(&0x66);
+    let mmx_or_sse = form.mandatory_prefix_conflict;
+    Form {
+        // For MMX and SSE forms the pair is a mandatory-prefix conflict instead.
+        operand_size_prefix_with_rep: operand_size_prefix
+            && (legacy.contains(&0xf2) || legacy.contains(&0xf3))
+            && !mmx_or_sse,
+        operand_size_prefix_with_rex_w: operand_size_prefix
+            && rex.is_some_and(|rex| rex & 0x08 != 0),
+        mandatory_prefix_conflict: mmx_or_sse
+            && [0x66, 0xf2, 0xf3]
+                .iter()
+                .filter(|prefix| legacy.contains(prefix))
+                .count()
+                >= 2,
+        ..form
     }
 }
 
@@ -523,14 +635,18 @@ fn mismatches(
         *entry = entry.union(kinds);
     }
 
+    // Step 0: operands at the same bytes (MOVS with RSI equal to RDI) become one, since the
+    // decoder's accesses are grouped the same way.
+    let operands = merge_same_bytes(operands);
+
     // Step 1: operands that the decoder reports at the same address and size. A VSIB operand
     // takes the element accesses on its lanes, and a masked operand the accesses inside it.
     let mut capstone_left: Vec<(u64, u32, Kinds)> = Vec::new();
     let mut mismatches = Vec::new();
     let masked = is_masked(instr, form);
-    for operand in operands {
+    for operand in &operands {
         if !operand.lanes.is_empty() {
-            take_lane_accesses(operand, &mut decoder);
+            mismatches.extend(take_lane_accesses(operand, &mut decoder));
             continue;
         }
         if masked && !cover_element_accesses(operand, &mut decoder) {
@@ -542,19 +658,26 @@ fn mismatches(
             decoder.remove(&(operand.addr, operand.size));
             if let Some(size) = size_at(&decoder, operand.addr) {
                 decoder.remove(&(operand.addr, size));
-                mismatches.push(Mismatch::Size { capstone: operand.size, decoder: size });
+                mismatches.push(Mismatch::Size {
+                    capstone: operand.size,
+                    decoder: size,
+                });
             }
             continue;
         };
         match decoder.remove(&(operand.addr, operand.size)) {
             Some(found) => {
-                let hidden = implicit_kinds(instr, regs, operand.addr, operand.size, found.minus(kinds));
+                let hidden =
+                    implicit_kinds(instr, regs, operand.addr, operand.size, found.minus(kinds));
                 let found = found.minus(hidden);
                 if found.is_empty() {
                     // Only an implicit stack access lies here: pair the operand in step 3.
                     capstone_left.push((operand.addr, operand.size, kinds));
                 } else if found != kinds {
-                    mismatches.push(Mismatch::Kind { capstone: kinds, decoder: found });
+                    mismatches.push(Mismatch::Kind {
+                        capstone: kinds,
+                        decoder: found,
+                    });
                 }
             }
             None => capstone_left.push((operand.addr, operand.size, kinds)),
@@ -572,16 +695,28 @@ fn mismatches(
     for (addr, size, kinds) in capstone_left {
         if let Some(found_size) = size_at(&decoder, addr) {
             let found = decoder.remove(&(addr, found_size)).unwrap_or(NONE);
-            mismatches.push(Mismatch::Size { capstone: size, decoder: found_size });
+            mismatches.push(Mismatch::Size {
+                capstone: size,
+                decoder: found_size,
+            });
             if found != kinds {
-                mismatches.push(Mismatch::Kind { capstone: kinds, decoder: found });
+                mismatches.push(Mismatch::Kind {
+                    capstone: kinds,
+                    decoder: found,
+                });
             }
             continue;
         }
-        let same_shape = decoder.iter().find(|(&(_, s), &k)| s == size && k == kinds).map(|(&key, _)| key);
+        let same_shape = decoder
+            .iter()
+            .find(|(&(_, s), &k)| s == size && k == kinds)
+            .map(|(&key, _)| key);
         if let Some(key) = same_shape {
             decoder.remove(&key);
-            mismatches.push(Mismatch::Address { capstone: addr, decoder: key.0 });
+            mismatches.push(Mismatch::Address {
+                capstone: addr,
+                decoder: key.0,
+            });
             continue;
         }
         mismatches.push(Mismatch::CapstoneOnly { kinds, size });
@@ -592,19 +727,55 @@ fn mismatches(
     mismatches
 }
 
+/// Merges operands that cover the same bytes into one with the kinds of both. The result
+/// has no access kind if either operand has none.
+fn merge_same_bytes(operands: &[Operand]) -> Vec<Operand> {
+    let mut merged: Vec<Operand> = Vec::new();
+    for operand in operands {
+        let same = merged.iter_mut().find(|other| {
+            other.lanes.is_empty()
+                && operand.lanes.is_empty()
+                && other.addr == operand.addr
+                && other.size == operand.size
+        });
+        match same {
+            Some(other) => {
+                other.kinds = match (other.kinds, operand.kinds) {
+                    (Some(a), Some(b)) => Some(a.union(b)),
+                    _ => None,
+                };
+            }
+            None => merged.push(operand.clone()),
+        }
+    }
+    merged
+}
+
 /// Returns the size of a decoder access at `addr`, if there is one.
 fn size_at(decoder: &AccessMap, addr: u64) -> Option<u32> {
-    decoder.range((addr, 0)..=(addr, u32::MAX)).next().map(|(&(_, size), _)| size)
+    decoder
+        .range((addr, 0)..=(addr, u32::MAX))
+        .next()
+        .map(|(&(_, size), _)| size)
 }
 
 /// Removes the decoder's accesses that are one element at one lane address of a VSIB
-/// operand with capstone's kind. Others stay and are reported.
-fn take_lane_accesses(operand: &Operand, decoder: &mut AccessMap) {
+/// operand, and returns their kinds if capstone gives the operand other kinds. Accesses off
+/// the lanes or of another size stay and are reported.
+fn take_lane_accesses(operand: &Operand, decoder: &mut AccessMap) -> Option<Mismatch> {
+    let mut found = NONE;
     decoder.retain(|&(addr, size), kinds| {
         let on_lane = operand.lanes.contains(&addr) && size == operand.element_size;
-        let kind_fits = operand.kinds.is_none_or(|expected| expected.contains(*kinds));
-        !(on_lane && kind_fits)
+        if on_lane {
+            found = found.union(*kinds);
+        }
+        !on_lane
     });
+    let expected = operand.kinds?;
+    (!found.is_empty() && found != expected).then_some(Mismatch::Kind {
+        capstone: expected,
+        decoder: found,
+    })
 }
 
 /// Replaces the decoder's accesses inside a masked operand with one access to the whole
@@ -614,10 +785,12 @@ fn take_lane_accesses(operand: &Operand, decoder: &mut AccessMap) {
 /// whole operand. Covering the runs lets the comparison check their kinds and that none lies
 /// outside the operand, but not which elements the mask enabled.
 fn cover_element_accesses(operand: &Operand, decoder: &mut AccessMap) -> bool {
-    let end = operand.addr.wrapping_add(u64::from(operand.size));
     let mut kinds = NONE;
     decoder.retain(|&(addr, size), found| {
-        let inside = addr >= operand.addr && addr.wrapping_add(u64::from(size)) <= end;
+        // Offsets from the operand's start stay correct when the operand wraps around zero.
+        let offset = addr.wrapping_sub(operand.addr);
+        let inside =
+            offset < u64::from(operand.size) && offset + u64::from(size) <= u64::from(operand.size);
         if inside {
             kinds = kinds.union(*found);
         }
@@ -633,11 +806,17 @@ fn cover_element_accesses(operand: &Operand, decoder: &mut AccessMap) -> bool {
 /// Returns the subset of `kinds` that an implicit stack access of `instr` explains for the
 /// `size` bytes at `addr`.
 ///
-/// The slot an instruction pushes lies between RSP after and RSP before it, and is written;
-/// the slot it pops lies between RSP before and after, and is read. LEAVE loads the saved
+/// The slot an instruction pushes lies between RSP after and RSP before it, and is written.
+/// The slot it pops lies between RSP before and after, and is read. LEAVE loads the saved
 /// frame pointer at RBP, and ENTER with a nesting level copies frame pointers from below
 /// RBP; both are reads.
-fn implicit_kinds(instr: &Instruction, regs: &Registers, addr: u64, size: u32, kinds: Kinds) -> Kinds {
+fn implicit_kinds(
+    instr: &Instruction,
+    regs: &Registers,
+    addr: u64,
+    size: u32,
+    kinds: Kinds,
+) -> Kinds {
     if kinds.is_empty() || !instr.is_stack_instruction() {
         return NONE;
     }
@@ -648,7 +827,12 @@ fn implicit_kinds(instr: &Instruction, regs: &Registers, addr: u64, size: u32, k
     };
 
     let mut implicit = NONE;
-    if increment < 0 && inside(regs.rsp.wrapping_sub(increment.unsigned_abs()), increment.unsigned_abs()) {
+    if increment < 0
+        && inside(
+            regs.rsp.wrapping_sub(increment.unsigned_abs()),
+            increment.unsigned_abs(),
+        )
+    {
         implicit = implicit.union(WRITE);
     }
     if increment > 0 && inside(regs.rsp, increment.unsigned_abs()) {
@@ -663,7 +847,10 @@ fn implicit_kinds(instr: &Instruction, regs: &Registers, addr: u64, size: u32, k
     if frame_read {
         implicit = implicit.union(READ);
     }
-    Kinds { read: kinds.read && implicit.read, write: kinds.write && implicit.write }
+    Kinds {
+        read: kinds.read && implicit.read,
+        write: kinds.write && implicit.write,
+    }
 }
 
 /// Settles `mismatches` with the resolution table.
@@ -674,7 +861,10 @@ fn resolve(mnemonic: &str, form: Form, mismatches: Vec<Mismatch>) -> Outcome {
     let mut resolved = Vec::new();
     let mut unresolved = Vec::new();
     for mismatch in mismatches {
-        match RESOLUTIONS.iter().find(|row| row.matches(mnemonic, form, &mismatch)) {
+        match RESOLUTIONS
+            .iter()
+            .find(|row| row.matches(mnemonic, form, &mismatch))
+        {
             Some(row) => resolved.push((mismatch, row)),
             None => unresolved.push(mismatch),
         }
@@ -798,7 +988,11 @@ fn gpr(regs: &Registers, number: usize) -> u64 {
 
 /// Formats bytes as space-separated hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Lists the registers an address can use, for failure messages.

@@ -3,7 +3,8 @@
 //! Each row names capstone's mnemonic (without LOCK or REP prefixes), the form it applies
 //! to, the kind of difference, which side the Intel SDM (Intel 64 and IA-32 Architectures
 //! Software Developer's Manual, Vol. 2, instruction set reference) proves right, and the
-//! fact from the manual. A difference that no row matches fails the differential test.
+//! fact from the manual. Two rows cover prefix combinations that the SDM and AMD's manual
+//! leave undefined. A difference that no row matches fails the differential test.
 
 use std::fmt;
 
@@ -45,6 +46,14 @@ pub enum FormFilter {
     MemoryDestination,
     /// Only forms with a CS, DS, ES or SS segment-override prefix after an FS or GS one.
     NullSegmentAfterFsGs,
+    /// Only repeated string instructions whose count register is zero.
+    ZeroCount,
+    /// Only general-purpose forms with a 66 prefix and an F2 or F3 prefix.
+    OperandSizePrefixWithRep,
+    /// Only forms with a 66 prefix and REX.W.
+    OperandSizePrefixWithRexW,
+    /// Only MMX and SSE forms with two of the mandatory prefixes 66, F2 and F3.
+    MandatoryPrefixConflict,
 }
 
 impl FormFilter {
@@ -54,6 +63,10 @@ impl FormFilter {
             FormFilter::StackPointerBase => form.stack_pointer_base,
             FormFilter::MemoryDestination => form.memory_destination,
             FormFilter::NullSegmentAfterFsGs => form.null_segment_after_fs_gs,
+            FormFilter::ZeroCount => form.zero_count,
+            FormFilter::OperandSizePrefixWithRep => form.operand_size_prefix_with_rep,
+            FormFilter::OperandSizePrefixWithRexW => form.operand_size_prefix_with_rex_w,
+            FormFilter::MandatoryPrefixConflict => form.mandatory_prefix_conflict,
         }
     }
 }
@@ -61,25 +74,42 @@ impl FormFilter {
 /// A kind of difference a row explains. `None` in a field matches any value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pattern {
-    Kind { capstone: Kinds, decoder: Kinds },
-    Size { capstone: Option<u32>, decoder: Option<u32> },
+    Kind {
+        capstone: Kinds,
+        decoder: Kinds,
+    },
+    Size {
+        capstone: Option<u32>,
+        decoder: Option<u32>,
+    },
     Address,
     CapstoneOnly(Option<Kinds>),
     DecoderOnly(Option<Kinds>),
+    /// Every kind of difference: only for forms the manuals leave undefined.
+    Any,
 }
 
 impl Pattern {
     fn admits(self, mismatch: &Mismatch) -> bool {
-        let size_fits = |want: Option<u32>, got: u32| want.is_none_or(|want| want == got);
-        let kinds_fit = |want: Option<Kinds>, got: Kinds| want.is_none_or(|want| want == got);
+        let size_fits = |want: Option<u32>, got: u32| want.map_or(true, |want| want == got);
+        let kinds_fit = |want: Option<Kinds>, got: Kinds| want.map_or(true, |want| want == got);
         match (self, *mismatch) {
-            (Pattern::Kind { capstone, decoder }, Mismatch::Kind { capstone: c, decoder: d }) => {
-                capstone == c && decoder == d
-            }
-            (Pattern::Size { capstone, decoder }, Mismatch::Size { capstone: c, decoder: d }) => {
-                size_fits(capstone, c) && size_fits(decoder, d)
-            }
+            (
+                Pattern::Kind { capstone, decoder },
+                Mismatch::Kind {
+                    capstone: c,
+                    decoder: d,
+                },
+            ) => capstone == c && decoder == d,
+            (
+                Pattern::Size { capstone, decoder },
+                Mismatch::Size {
+                    capstone: c,
+                    decoder: d,
+                },
+            ) => size_fits(capstone, c) && size_fits(decoder, d),
             (Pattern::Address, Mismatch::Address { .. }) => true,
+            (Pattern::Any, _) => true,
             (Pattern::CapstoneOnly(kinds), Mismatch::CapstoneOnly { kinds: k, .. }) => {
                 kinds_fit(kinds, k)
             }
@@ -118,8 +148,14 @@ impl Resolution {
 }
 
 const CAPSTONE_READ_ONLY: &[Pattern] = &[Pattern::CapstoneOnly(Some(READ))];
-const STORE_READ_AS_WRITE: &[Pattern] = &[Pattern::Kind { capstone: READ, decoder: WRITE }];
-const ANY_SIZE_FROM_CAPSTONE: &[Pattern] = &[Pattern::Size { capstone: None, decoder: None }];
+const STORE_READ_AS_WRITE: &[Pattern] = &[Pattern::Kind {
+    capstone: READ,
+    decoder: WRITE,
+}];
+const ANY_SIZE_FROM_CAPSTONE: &[Pattern] = &[Pattern::Size {
+    capstone: None,
+    decoder: None,
+}];
 
 /// The resolution table. The comparison takes the first row that matches a difference.
 pub static RESOLUTIONS: &[Resolution] = &[
@@ -142,7 +178,12 @@ pub static RESOLUTIONS: &[Resolution] = &[
     },
     Resolution {
         mnemonics: Mnemonics::Only(&[
-            "prefetch", "prefetchw", "prefetchwt1", "prefetcht0", "prefetcht1", "prefetcht2",
+            "prefetch",
+            "prefetchw",
+            "prefetchwt1",
+            "prefetcht0",
+            "prefetcht1",
+            "prefetcht2",
             "prefetchnta",
         ]),
         form: FormFilter::Any,
@@ -174,7 +215,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Only(&["comisd", "ucomisd", "vcomisd", "vucomisd"]),
         form: FormFilter::Any,
-        patterns: &[Pattern::Size { capstone: Some(16), decoder: Some(8) }],
+        patterns: &[Pattern::Size {
+            capstone: Some(16),
+            decoder: Some(8),
+        }],
         right: Side::Decoder,
         reason: "(V)(U)COMISD compares the low double-precision values: its memory source \
                  is m64.",
@@ -182,7 +226,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Only(&["comiss", "ucomiss", "vcomiss", "vucomiss"]),
         form: FormFilter::Any,
-        patterns: &[Pattern::Size { capstone: Some(16), decoder: Some(4) }],
+        patterns: &[Pattern::Size {
+            capstone: Some(16),
+            decoder: Some(4),
+        }],
         right: Side::Decoder,
         reason: "(V)(U)COMISS compares the low single-precision values: its memory source \
                  is m32.",
@@ -191,7 +238,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
         mnemonics: Mnemonics::Only(&["vgf2p8affineqb", "vgf2p8affineinvqb"]),
         form: FormFilter::Any,
         patterns: &[
-            Pattern::Size { capstone: Some(1), decoder: Some(8) },
+            Pattern::Size {
+                capstone: Some(1),
+                decoder: Some(8),
+            },
             Pattern::CapstoneOnly(None),
             Pattern::DecoderOnly(Some(READ)),
         ],
@@ -204,7 +254,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Only(&["fxsave", "fxsave64", "fxrstor", "fxrstor64"]),
         form: FormFilter::Any,
-        patterns: &[Pattern::Size { capstone: Some(8), decoder: Some(416) }],
+        patterns: &[Pattern::Size {
+            capstone: Some(8),
+            decoder: Some(416),
+        }],
         right: Side::Decoder,
         reason: "The operand of FXSAVE and FXRSTOR is a 512-byte area (m512byte), of which \
                  the x87 and SSE state fills bytes 0 to 415 (Vol. 1, FXSAVE area layout); \
@@ -214,8 +267,14 @@ pub static RESOLUTIONS: &[Resolution] = &[
         mnemonics: Mnemonics::Only(&["fnsave", "frstor"]),
         form: FormFilter::Any,
         patterns: &[
-            Pattern::Size { capstone: Some(4), decoder: Some(108) },
-            Pattern::Size { capstone: Some(4), decoder: Some(94) },
+            Pattern::Size {
+                capstone: Some(4),
+                decoder: Some(108),
+            },
+            Pattern::Size {
+                capstone: Some(4),
+                decoder: Some(94),
+            },
         ],
         right: Side::Decoder,
         reason: "FNSAVE and FRSTOR store and load the x87 state as m94byte (16-bit operand \
@@ -224,7 +283,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Only(&["fnstenv", "fldenv"]),
         form: FormFilter::Any,
-        patterns: &[Pattern::Size { capstone: Some(28), decoder: Some(14) }],
+        patterns: &[Pattern::Size {
+            capstone: Some(28),
+            decoder: Some(14),
+        }],
         right: Side::Decoder,
         reason: "FNSTENV and FLDENV use m14byte with a 16-bit operand size (66 prefix) and \
                  m28byte otherwise.",
@@ -239,9 +301,36 @@ pub static RESOLUTIONS: &[Resolution] = &[
                  Capstone gives 8 or 10 whatever the operand size.",
     },
     Resolution {
+        mnemonics: Mnemonics::Any,
+        form: FormFilter::OperandSizePrefixWithRep,
+        patterns: &[Pattern::Size {
+            capstone: Some(4),
+            decoder: Some(2),
+        }],
+        right: Side::Decoder,
+        reason: "A 66 prefix gives a general-purpose instruction (CMPXCHG, BT, CMOVcc and \
+                 others) a 16-bit operand, and an F2 or F3 prefix does not change the \
+                 operand size. Capstone prints the register operand as a word register but \
+                 sizes the memory operand as a dword.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Any,
+        form: FormFilter::OperandSizePrefixWithRexW,
+        patterns: &[Pattern::Size {
+            capstone: Some(2),
+            decoder: Some(8),
+        }],
+        right: Side::Decoder,
+        reason: "REX.W takes precedence over the 66 operand-size prefix, so the operand is \
+                 a quadword (PUSH, POP, BSR and others).",
+    },
+    Resolution {
         mnemonics: Mnemonics::Only(&["insw", "outsw"]),
-        form: FormFilter::Any,
-        patterns: &[Pattern::Size { capstone: Some(2), decoder: Some(4) }],
+        form: FormFilter::OperandSizePrefixWithRexW,
+        patterns: &[Pattern::Size {
+            capstone: Some(2),
+            decoder: Some(4),
+        }],
         right: Side::Decoder,
         reason: "REX.W takes precedence over the 66 operand-size prefix, and INS and OUTS \
                  have no 64-bit operand size, so with REX.W and 66 they move a doubleword.",
@@ -249,7 +338,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Only(&["clrssbsy", "rstorssp"]),
         form: FormFilter::Any,
-        patterns: &[Pattern::Size { capstone: Some(4), decoder: Some(8) }],
+        patterns: &[Pattern::Size {
+            capstone: Some(4),
+            decoder: Some(8),
+        }],
         right: Side::Decoder,
         reason: "CLRSSBSY and RSTORSSP operate on an 8-byte shadow-stack token (m64).",
     },
@@ -257,7 +349,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Only(&["cmpxchg", "cmpxchg8b", "cmpxchg16b"]),
         form: FormFilter::Any,
-        patterns: &[Pattern::Kind { capstone: READ, decoder: READ_WRITE }],
+        patterns: &[Pattern::Kind {
+            capstone: READ,
+            decoder: READ_WRITE,
+        }],
         right: Side::Decoder,
         reason: "The destination of CMPXCHG, CMPXCHG8B and CMPXCHG16B receives a write \
                  cycle whatever the result of the comparison: a failed compare writes back \
@@ -266,7 +361,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Only(&["rcl", "rcr", "rol", "ror"]),
         form: FormFilter::MemoryDestination,
-        patterns: &[Pattern::Kind { capstone: READ, decoder: READ_WRITE }],
+        patterns: &[Pattern::Kind {
+            capstone: READ,
+            decoder: READ_WRITE,
+        }],
         right: Side::Decoder,
         reason: "RCL, RCR, ROL and ROR rotate their r/m destination in place: a memory \
                  destination is read and written.",
@@ -274,7 +372,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Only(&["frstor"]),
         form: FormFilter::Any,
-        patterns: &[Pattern::Kind { capstone: WRITE, decoder: READ }],
+        patterns: &[Pattern::Kind {
+            capstone: WRITE,
+            decoder: READ,
+        }],
         right: Side::Decoder,
         reason: "FRSTOR loads the x87 state from memory and does not store to it.",
     },
@@ -301,18 +402,85 @@ pub static RESOLUTIONS: &[Resolution] = &[
     },
     Resolution {
         mnemonics: Mnemonics::Only(&[
-            "movd", "movq", "movss", "movsd", "movups", "movupd", "movaps", "movapd", "movdqu",
-            "movdqa", "movhps", "movhpd", "movlps", "movlpd", "movnti", "movntq", "movntdq",
-            "movntps", "movntpd", "movntss", "movntsd", "pextrb", "pextrw", "pextrd", "pextrq",
-            "extractps", "vmovd", "vmovq", "vmovss", "vmovsd", "vmovups", "vmovupd",
-            "vmovaps", "vmovapd", "vmovdqu", "vmovdqa", "vmovdqu8", "vmovdqu16", "vmovdqu32",
-            "vmovdqu64", "vmovdqa32", "vmovdqa64", "vmovhps", "vmovhpd", "vmovlps", "vmovlpd",
-            "vmovntdq", "vmovntps", "vmovntpd", "vpextrb", "vpextrw", "vpextrd", "vpextrq",
-            "vextractps", "vextractf128", "vextracti128", "vextractf32x4", "vextractf64x2",
-            "vextractf32x8", "vextractf64x4", "vextracti32x4", "vextracti64x2",
-            "vextracti32x8", "vextracti64x4", "vmaskmovps", "vmaskmovpd", "vpmaskmovd",
-            "vpmaskmovq", "vpcompressb", "vpcompressw", "vpcompressd", "vpcompressq",
-            "vcompressps", "vcompresspd", "vcvtps2ph", "kmovb", "kmovw", "kmovd", "kmovq",
+            "movd",
+            "movq",
+            "movss",
+            "movsd",
+            "movups",
+            "movupd",
+            "movaps",
+            "movapd",
+            "movdqu",
+            "movdqa",
+            "movhps",
+            "movhpd",
+            "movlps",
+            "movlpd",
+            "movnti",
+            "movntq",
+            "movntdq",
+            "movntps",
+            "movntpd",
+            "movntss",
+            "movntsd",
+            "pextrb",
+            "pextrw",
+            "pextrd",
+            "pextrq",
+            "extractps",
+            "vmovd",
+            "vmovq",
+            "vmovss",
+            "vmovsd",
+            "vmovups",
+            "vmovupd",
+            "vmovaps",
+            "vmovapd",
+            "vmovdqu",
+            "vmovdqa",
+            "vmovdqu8",
+            "vmovdqu16",
+            "vmovdqu32",
+            "vmovdqu64",
+            "vmovdqa32",
+            "vmovdqa64",
+            "vmovhps",
+            "vmovhpd",
+            "vmovlps",
+            "vmovlpd",
+            "vmovntdq",
+            "vmovntps",
+            "vmovntpd",
+            "vpextrb",
+            "vpextrw",
+            "vpextrd",
+            "vpextrq",
+            "vextractps",
+            "vextractf128",
+            "vextracti128",
+            "vextractf32x4",
+            "vextractf64x2",
+            "vextractf32x8",
+            "vextractf64x4",
+            "vextracti32x4",
+            "vextracti64x2",
+            "vextracti32x8",
+            "vextracti64x4",
+            "vmaskmovps",
+            "vmaskmovpd",
+            "vpmaskmovd",
+            "vpmaskmovq",
+            "vpcompressb",
+            "vpcompressw",
+            "vpcompressd",
+            "vpcompressq",
+            "vcompressps",
+            "vcompresspd",
+            "vcvtps2ph",
+            "kmovb",
+            "kmovw",
+            "kmovd",
+            "kmovq",
         ]),
         form: FormFilter::MemoryDestination,
         patterns: STORE_READ_AS_WRITE,
@@ -320,6 +488,44 @@ pub static RESOLUTIONS: &[Resolution] = &[
         reason: "These MMX, SSE, AVX and AVX-512 moves, extracts and compresses have an MR \
                  form whose r/m destination is written (w), not read. Capstone marks the \
                  memory destination as read.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&[
+            "vpscatterdd",
+            "vpscatterdq",
+            "vpscatterqd",
+            "vpscatterqq",
+            "vscatterdps",
+            "vscatterdpd",
+            "vscatterqps",
+            "vscatterqpd",
+        ]),
+        form: FormFilter::MemoryDestination,
+        patterns: STORE_READ_AS_WRITE,
+        right: Side::Decoder,
+        reason: "The AVX-512 scatters store each element whose opmask bit is set to its own \
+                 VSIB address and read no memory. Capstone marks the destination as read.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&[
+            "vpgatherdd",
+            "vpgatherdq",
+            "vpgatherqd",
+            "vpgatherqq",
+            "vgatherdps",
+            "vgatherdpd",
+            "vgatherqps",
+            "vgatherqpd",
+        ]),
+        form: FormFilter::Any,
+        patterns: &[Pattern::Kind {
+            capstone: WRITE,
+            decoder: READ,
+        }],
+        right: Side::Decoder,
+        reason: "The gathers load each element whose mask bit is set from its own VSIB \
+                 address and store only to registers. Capstone marks the EVEX forms' memory \
+                 operand as written.",
     },
     // Addresses.
     Resolution {
@@ -342,11 +548,35 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Any,
         form: FormFilter::NullSegmentAfterFsGs,
-        patterns: &[Pattern::Address, Pattern::CapstoneOnly(None), Pattern::DecoderOnly(None)],
+        patterns: &[
+            Pattern::Address,
+            Pattern::CapstoneOnly(None),
+            Pattern::DecoderOnly(None),
+        ],
         right: Side::Unspecified,
         reason: "Both manuals leave the result of two prefixes of one group undefined. In \
                  64-bit mode the CS, DS, ES and SS bases are zero; iced keeps the FS or GS \
                  override, while capstone takes the last segment prefix.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Any,
+        form: FormFilter::ZeroCount,
+        patterns: &[Pattern::CapstoneOnly(None)],
+        right: Side::Decoder,
+        reason: "A string instruction with a REP, REPE or REPNE prefix and a zero count \
+                 register (RCX, or ECX under a 67 prefix) runs no iteration and accesses no \
+                 memory.",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Any,
+        form: FormFilter::MandatoryPrefixConflict,
+        patterns: &[Pattern::Any],
+        right: Side::Unspecified,
+        reason: "66, F2 and F3 select among the MMX and SSE forms of one opcode, and the SDM \
+                 defines no form for two of them together (F2 and F3 are even one prefix \
+                 group). iced lets F2 or F3 win, the last one if both (CVTSI2SS after 66 F3), \
+                 while capstone may take another (CVTPI2PD), so the two decode different \
+                 instructions.",
     },
     // Implicit operands that capstone does not list.
     Resolution {
@@ -369,7 +599,10 @@ pub static RESOLUTIONS: &[Resolution] = &[
         form: FormFilter::Any,
         patterns: &[
             Pattern::DecoderOnly(Some(WRITE)),
-            Pattern::Kind { capstone: READ, decoder: READ_WRITE },
+            Pattern::Kind {
+                capstone: READ,
+                decoder: READ_WRITE,
+            },
         ],
         right: Side::Decoder,
         reason: "MOVDIR64B stores the 64 bytes it loads from its memory source to the \
