@@ -88,6 +88,34 @@ pub struct Options {
     /// How long either process waits for the other's protocol message before it concludes the
     /// peer is gone or broken.
     pub message_timeout: std::time::Duration,
+    /// How traced pages are made to fault.
+    pub page_protection: PageProtection,
+}
+
+/// How traced pages are made to fault during a call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PageProtection {
+    /// A memory protection key where the CPU and kernel have them (x86 PKU), otherwise
+    /// `mprotect`. With a key, the supervisor opens the pages for the one thread that steps an
+    /// access, so other threads never run with them open, and each access costs two stops
+    /// instead of four.
+    #[default]
+    Auto,
+    /// Always `mprotect` (`PROT_NONE`), which works on every x86-64 CPU.
+    Mprotect,
+}
+
+impl std::str::FromStr for PageProtection {
+    type Err = String;
+
+    /// Parses `auto` or `mprotect`.
+    fn from_str(text: &str) -> Result<PageProtection, String> {
+        match text {
+            "auto" => Ok(PageProtection::Auto),
+            "mprotect" => Ok(PageProtection::Mprotect),
+            other => Err(format!("invalid page protection '{other}': expected 'auto' or 'mprotect'")),
+        }
+    }
 }
 
 impl Default for Options {
@@ -95,13 +123,17 @@ impl Default for Options {
         Options {
             report: Box::new(|report, view| tracing::error!(pid = view.pid, ?report, "ffitrace report")),
             message_timeout: std::time::Duration::from_secs(30),
+            page_protection: PageProtection::Auto,
         }
     }
 }
 
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options").field("message_timeout", &self.message_timeout).finish_non_exhaustive()
+        f.debug_struct("Options")
+            .field("message_timeout", &self.message_timeout)
+            .field("page_protection", &self.page_protection)
+            .finish_non_exhaustive()
     }
 }
 

@@ -26,9 +26,20 @@ pub struct StartRequest {
     pub pages: Vec<PageRange>,
     /// The child's page size in bytes.
     pub page_size: u64,
-    /// Address of a `syscall` instruction in the child that the supervisor may point the
-    /// child at to run `mprotect` on its behalf.
-    pub syscall_gadget: u64,
+    /// How the child made the pages fault, and so how the supervisor opens them for one step.
+    pub protection: Protection,
+}
+
+/// How the traced pages are kept from being accessed during a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum Protection {
+    /// The pages are `PROT_NONE`. The supervisor opens them with `mprotect`, run in the child
+    /// by pointing a stopped thread at the `syscall` instruction at `syscall_gadget`.
+    Mprotect { syscall_gadget: u64 },
+    /// The pages carry this memory protection key, which every thread's PKRU register denies.
+    /// The supervisor opens them for one thread by changing only that thread's PKRU.
+    ProtectionKey { key: u32 },
 }
 
 /// A message from the supervisor to the child.

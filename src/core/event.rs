@@ -13,14 +13,24 @@ pub enum ExecEvent {
     /// [`super::Action::ReceiveMessage`] found no message: the channel closed or timed out.
     #[allow(missing_docs)]
     MessageLost { reason: String },
-    /// The thread stopped because a signal is about to be delivered to it (a
+    /// A thread stopped because a signal is about to be delivered to it (a
     /// signal-delivery-stop), including the traps of single-steps.
     Signal(SignalStop),
-    /// The stopped thread's vector registers, which [`super::Action::ReadVectorRegisters`]
+    /// A stopped thread's vector registers, which [`super::Action::ReadVectorRegisters`]
     /// asked for.
-    VectorRegisters(VectorRegisters),
-    /// A ptrace stop that is not a signal delivery (group-stop, `PTRACE_EVENT_*`).
-    OtherStop,
+    #[allow(missing_docs)]
+    VectorRegisters { tid: i32, vectors: VectorRegisters },
+    /// Thread `parent` created `tid` (a thread or a process), which is now traced too. `parent`
+    /// is stopped at the event; `tid` reports its own first stop separately, before or after.
+    #[allow(missing_docs)]
+    NewTask { parent: i32, tid: i32, kind: TaskKind },
+    /// A ptrace stop that is not a signal delivery: group-stop, `PTRACE_EVENT_STOP` (a new
+    /// task's first stop among them), exec. `regs` are the thread's registers, when readable.
+    #[allow(missing_docs)]
+    OtherStop { tid: i32, regs: Option<Registers> },
+    /// A traced task other than the program's main thread ended.
+    #[allow(missing_docs)]
+    TaskExited { tid: i32 },
     /// The traced program exited with this status.
     #[allow(missing_docs)]
     Exited { status: i32 },
@@ -29,9 +39,22 @@ pub enum ExecEvent {
     Killed { signal: i32, core_dumped: bool },
 }
 
+/// What kind of task a `clone`, `fork` or `vfork` made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// A thread of the traced program.
+    Thread,
+    /// A new process with a copy of the program's memory.
+    Fork,
+    /// A new process that shares the program's memory until it execs or exits.
+    Vfork,
+}
+
 /// The facts the driver gathers at a signal-delivery-stop.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalStop {
+    /// The stopped thread.
+    pub tid: i32,
     /// The pending signal's `siginfo_t`.
     pub info: SigInfo,
     /// The thread's registers at the stop.

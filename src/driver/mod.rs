@@ -78,20 +78,23 @@ impl Driver {
     fn execute(&mut self, action: Action) -> Option<ExecEvent> {
         let pid = self.pid;
         let result = match action {
-            Action::SetRegisters(regs) => ptrace::set_registers(pid, &regs),
-            Action::WriteMemory { addr, bytes } => ptrace::write_memory(pid, addr, &bytes),
-            Action::Step { signal } => ptrace::resume(pid, ptrace::Resume::Step, signal.as_ref()),
-            Action::Continue { signal } => ptrace::resume(pid, ptrace::Resume::Continue, signal.as_ref()),
+            Action::SetRegisters { tid, regs } => ptrace::set_registers(tid, &regs),
+            Action::WriteMemory { tid, addr, bytes } => ptrace::write_memory(tid, addr, &bytes),
+            Action::SetKeyRights { tid, key, rights } => xstate::set_key_rights(tid, &self.xsave_layout, key, rights),
+            Action::Step { tid, signal } => ptrace::resume(tid, ptrace::Resume::Step, signal.as_ref()),
+            Action::Continue { tid, signal } => ptrace::resume(tid, ptrace::Resume::Continue, signal.as_ref()),
+            Action::QueueSignal { tid, info } => ptrace::queue_signal(tid, &info),
+            Action::Detach { tid } => ptrace::detach(tid),
             Action::ReceiveMessage => return Some(self.receive(self.options.message_timeout)),
-            Action::ReadVectorRegisters => match xstate::read_vector_registers(pid, &self.xsave_layout) {
-                Ok(vectors) => return Some(ExecEvent::VectorRegisters(vectors)),
-                // Zeros make the decoder report nothing for masked-off elements, never invent
-                // an access; the error is logged so the cause is visible.
-                Err(error) => {
-                    warn!(pid, %error, "reading vector registers failed");
-                    return Some(ExecEvent::VectorRegisters(Default::default()));
-                }
-            },
+            Action::ReadVectorRegisters { tid } => {
+                let vectors = xstate::read_vector_registers(tid, &self.xsave_layout).unwrap_or_else(|error| {
+                    // Zeros make the decoder report no element of a masked or gathered
+                    // access, never an invented one; the error is logged so the cause shows.
+                    warn!(tid, %error, "reading vector registers failed");
+                    Default::default()
+                });
+                return Some(ExecEvent::VectorRegisters { tid, vectors });
+            }
             Action::Reply(message) => {
                 self.to_child.send(message).map_err(|error| format!("sending to the child failed: {error}"))
             }
@@ -99,7 +102,6 @@ impl Driver {
                 (self.options.report)(&report, &ProcessView { pid });
                 Ok(())
             }
-            Action::QueueSignal(info) => ptrace::queue_signal(pid, &info),
             Action::Kill => ptrace::kill(pid),
             Action::Finish { exit_code } => {
                 debug!(pid, exit_code, "traced program gone, supervisor exits");
@@ -107,7 +109,7 @@ impl Driver {
             }
         };
         if let Err(error) = result {
-            // The child can die between two actions; its exit arrives as the next event.
+            // A task can die between two actions; its exit arrives as a later event.
             warn!(pid, %error, "action failed");
         }
         None

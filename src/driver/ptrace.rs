@@ -18,7 +18,10 @@ fn last_error(request: &str, pid: i32) -> String {
 
 /// Attaches to `pid` with `PTRACE_SEIZE`, killing it if the supervisor exits.
 pub(super) fn seize(pid: i32) -> Result<(), String> {
-    let options = libc::PTRACE_O_EXITKILL;
+    let options = libc::PTRACE_O_EXITKILL
+        | libc::PTRACE_O_TRACECLONE
+        | libc::PTRACE_O_TRACEFORK
+        | libc::PTRACE_O_TRACEVFORK;
     // SAFETY: PTRACE_SEIZE takes no pointer arguments; `data` carries the option bits.
     let result = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options as usize) };
     if result == 0 {
@@ -150,6 +153,27 @@ fn tgid_of(tid: i32) -> i32 {
         .find_map(|line| line.strip_prefix("Tgid:"))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(tid)
+}
+
+/// Returns `PTRACE_GETEVENTMSG`: the new task's id at a clone, fork or vfork stop.
+pub(super) fn event_message(tid: i32) -> Result<u64, String> {
+    let mut message: libc::c_ulong = 0;
+    // SAFETY: `message` is a live unsigned long for the kernel to fill.
+    let result = unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0usize, &mut message as *mut _) };
+    if result != 0 {
+        return Err(last_error("PTRACE_GETEVENTMSG", tid));
+    }
+    Ok(message as u64)
+}
+
+/// Detaches from the stopped task, which resumes untraced.
+pub(super) fn detach(tid: i32) -> Result<(), String> {
+    // SAFETY: PTRACE_DETACH takes the signal to deliver (none) in `data` and no pointer.
+    let result = unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, 0usize) };
+    if result != 0 {
+        return Err(last_error("PTRACE_DETACH", tid));
+    }
+    Ok(())
 }
 
 pub(super) fn kill(pid: i32) -> Result<(), String> {
