@@ -199,6 +199,7 @@ fn fill_from_a_file() {
     std::fs::write(&path, [9, 8, 7]).unwrap();
     let fill = format!("buf:4=@{}", path.display());
     let lines = traced(&["libc.so.6", "memcpy", "buf:4", &fill, "3"]);
+    std::fs::remove_file(&path).unwrap();
     assert_eq!(bytes(&lines, 0), "09080700");
     assert_eq!(union(&lines, 1, "read"), [(0, 3)]);
     assert_eq!(union(&lines, 0, "write"), [(0, 3)]);

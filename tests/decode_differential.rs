@@ -467,6 +467,13 @@ fn random_bytes_agree_with_capstone() {
 const REGRESSIONS: &[(&str, &[(&str, u64)])] = &[
     // POP with an RSP-based destination stores at the address computed after the pop.
     ("8f 44 24 08", &[("rsp", 0x7fff_f000)]),
+    // The same with no displacement: the stack slot read and capstone's destination share
+    // an address, and the store lies 8 bytes above both.
+    ("8f 04 24", &[("rsp", 0x75bb_b3d3_fc1d_d05e)]),
+    // MOVDIR64B stores to ES:[RAX], an operand capstone does not list.
+    ("66 0f 38 f8 03", &[]),
+    // EVEX disp8*N with a 64-bit broadcast: capstone scales the displacement by 1, not 8.
+    ("62 23 f5 10 cf 62 b3 21", &[]),
 ];
 
 #[test]

@@ -550,7 +550,10 @@ fn mismatches(
             Some(found) => {
                 let hidden = implicit_kinds(instr, regs, operand.addr, operand.size, found.minus(kinds));
                 let found = found.minus(hidden);
-                if found != kinds {
+                if found.is_empty() {
+                    // Only an implicit stack access lies here: pair the operand in step 3.
+                    capstone_left.push((operand.addr, operand.size, kinds));
+                } else if found != kinds {
                     mismatches.push(Mismatch::Kind { capstone: kinds, decoder: found });
                 }
             }

@@ -190,10 +190,16 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Only(&["vgf2p8affineqb", "vgf2p8affineinvqb"]),
         form: FormFilter::Any,
-        patterns: &[Pattern::Size { capstone: Some(1), decoder: Some(8) }],
+        patterns: &[
+            Pattern::Size { capstone: Some(1), decoder: Some(8) },
+            Pattern::CapstoneOnly(None),
+            Pattern::DecoderOnly(Some(READ)),
+        ],
         right: Side::Decoder,
         reason: "The EVEX forms of VGF2P8AFFINE(INV)QB broadcast from m64bcst: a broadcast \
-                 loads one 8-byte element, not a byte.",
+                 loads one 8-byte element, not a byte, and an 8-bit displacement is scaled \
+                 by N = 8 (compressed disp8*N). Capstone takes a byte element, so both its \
+                 size and, with a disp8, its address are wrong.",
     },
     Resolution {
         mnemonics: Mnemonics::Only(&["fxsave", "fxsave64", "fxrstor", "fxrstor64"]),
@@ -357,6 +363,18 @@ pub static RESOLUTIONS: &[Resolution] = &[
         right: Side::Decoder,
         reason: "(V)MASKMOVDQU and MASKMOVQ store the bytes selected by the mask to the \
                  implicit destination DS:[RDI].",
+    },
+    Resolution {
+        mnemonics: Mnemonics::Only(&["movdir64b"]),
+        form: FormFilter::Any,
+        patterns: &[
+            Pattern::DecoderOnly(Some(WRITE)),
+            Pattern::Kind { capstone: READ, decoder: READ_WRITE },
+        ],
+        right: Side::Decoder,
+        reason: "MOVDIR64B stores the 64 bytes it loads from its memory source to the \
+                 destination address in its register operand, ES:[reg]; capstone lists only \
+                 the source.",
     },
     Resolution {
         mnemonics: Mnemonics::Only(&["umonitor"]),

@@ -91,16 +91,16 @@ fn near_buffer(addr: u64, buffers: &[Buffer], page_size: u64) -> String {
     };
     let end = buffer.addr + buffer.size;
     let relation = if addr < buffer.addr {
-        format!("{} bytes before the start of buffer {index}", buffer.addr - addr)
+        format!("{} before the start of buffer {index}", output::byte_count(buffer.addr - addr))
     } else if addr >= end {
-        format!("{} bytes past the end of buffer {index}", addr - end)
+        format!("{} past the end of buffer {index}", output::byte_count(addr - end))
     } else {
         format!("inside buffer {index} at offset {}", addr - buffer.addr)
     };
     let guard = addr < buffer.pages.start && buffer.pages.start - addr <= page_size
         || addr >= buffer.pages.end() && addr - buffer.pages.end() < page_size;
     let guard = if guard { ", on the inaccessible guard page beside its pages" } else { "" };
-    format!("{relation} ({} bytes at {:#x}){guard}", buffer.size, buffer.addr)
+    format!("{relation} ({} at {:#x}){guard}", output::byte_count(buffer.size), buffer.addr)
 }
 
 /// Names the module holding `rip` and the offset in its file, plus the function when the

@@ -39,7 +39,8 @@ fn print_map(out: &mut impl Write, findings: &Findings, index: usize, color: boo
     let marks = marks(findings, index);
     let read = marks.iter().filter(|mark| *mark & READ != 0).count();
     let written = marks.iter().filter(|mark| *mark & WRITTEN != 0).count();
-    writeln!(out, "buffer {index}: {} bytes at {:#x}, {read} read, {written} written", buffer.size, buffer.addr)?;
+    let size = crate::output::byte_count(buffer.size);
+    writeln!(out, "buffer {index}: {size} at {:#x}, {read} read, {written} written", buffer.addr)?;
 
     let outside = outside_accesses(findings, index);
     if outside > 0 {

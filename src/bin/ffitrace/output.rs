@@ -58,6 +58,15 @@ pub fn warn_unsupported(unsupported: &[UnsupportedInstruction]) {
     }
 }
 
+/// Formats a byte count as "1 byte" or "N bytes".
+pub fn byte_count(count: u64) -> String {
+    if count == 1 {
+        "1 byte".to_string()
+    } else {
+        format!("{count} bytes")
+    }
+}
+
 /// Returns the name of `kind` in the JSON output.
 pub fn kind_name(kind: AccessKind) -> &'static str {
     match kind {
