@@ -197,6 +197,7 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     // The pages are protected before the call is announced, so the supervisor never sees this
     // process change their protection while a call is traced.
     let protection = channel.protection;
+    let fault_signals = FaultSignals::capture();
     protect(set, protection, Protect::Close)?;
     let request = StartRequest { pages: set.runs().to_vec(), page_size, protection };
     let started = channel.request(ChildMessage::Start(request)).and_then(|()| channel.receive());
@@ -219,7 +220,64 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
         Err(error) => TraceOutcome::Lost(error),
     };
     protect(set, protection, Protect::Open)?;
+    fault_signals.undo_kernel_changes();
     Ok(Traced { value, outcome })
+}
+
+/// The calling thread's disposition and mask of the signals tracing raises (SIGSEGV for each
+/// fault, SIGTRAP for each single-step).
+///
+/// When the kernel raises a fault or trap signal that the thread blocks or ignores, it resets
+/// the handler to SIG_DFL and unblocks the signal, so a traced call would leave those changes
+/// behind. They are undone when the call ends.
+// NOTE: during the call itself the changes remain visible to the native code.
+struct FaultSignals {
+    mask: libc::sigset_t,
+    actions: [(libc::c_int, libc::sigaction); 2],
+}
+
+impl FaultSignals {
+    fn capture() -> FaultSignals {
+        // SAFETY: sigset_t and sigaction are plain C structures; the calls below only fill
+        // them, with null pointers where nothing is changed.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+            let mut actions = [(libc::SIGSEGV, std::mem::zeroed()), (libc::SIGTRAP, std::mem::zeroed())];
+            for (signal, action) in &mut actions {
+                libc::sigaction(*signal, std::ptr::null(), action);
+            }
+            FaultSignals { mask, actions }
+        }
+    }
+
+    /// Restores a disposition the kernel reset to SIG_DFL, and the block it lifted, for each
+    /// signal that was blocked or ignored when the call started.
+    fn undo_kernel_changes(&self) {
+        // SAFETY: as in `capture`; the restored values came from sigaction and sigprocmask.
+        unsafe {
+            let mut now: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now);
+            for (signal, before) in &self.actions {
+                let was_blocked = libc::sigismember(&self.mask, *signal) == 1;
+                let was_ignored = before.sa_sigaction == libc::SIG_IGN;
+                if !was_blocked && !was_ignored {
+                    continue;
+                }
+                let mut current: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(*signal, std::ptr::null(), &mut current);
+                if current.sa_sigaction == libc::SIG_DFL && before.sa_sigaction != libc::SIG_DFL {
+                    libc::sigaction(*signal, before, std::ptr::null_mut());
+                }
+                if was_blocked && libc::sigismember(&now, *signal) == 0 {
+                    let mut only: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut only);
+                    libc::sigaddset(&mut only, *signal);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &only, std::ptr::null_mut());
+                }
+            }
+        }
+    }
 }
 
 impl Channel {

@@ -59,6 +59,9 @@ pub(crate) struct AccessStep {
     extra_pages: u8,
     /// The pages are opened read-only to learn whether a possible write happens.
     probing_write: bool,
+    /// Width of the flags image the instruction pushes (`pushf`/`pushfq`), which the step's
+    /// trap flag would otherwise leak into.
+    pushed_flags: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +133,7 @@ pub(super) fn start(call: &mut Call, stop: SignalStop, vectors: Option<&VectorRe
         deferred: Vec::new(),
         extra_pages: 0,
         probing_write: has_possible_write && !has_write,
+        pushed_flags: pushed_flags_width(&stop.code),
     };
     let actions = step.open();
     Started::Stepping(step, actions)
@@ -179,7 +183,11 @@ pub(super) fn on_signal(call: &mut Call, mut step: AccessStep, stop: SignalStop)
     }
 
     if step.phase == Phase::Instruction {
-        // The instruction itself crashed: close the pages, then deliver the fault at it.
+        // The instruction itself crashed: close the pages, then deliver the fault at it. A
+        // divide error comes after the operand was read, so those reads happened.
+        if stop.info.signo == SIGFPE {
+            call.trace.accesses.extend(step.accesses.iter().filter(|access| access.kind == AccessKind::Read));
+        }
         let crash = super::is_fatal_fault(&stop).then(|| super::crash_report(&stop, Some(call)));
         step.resume_regs = stop.regs;
         step.deferred.insert(0, stop.info);
@@ -241,7 +249,10 @@ fn on_trap(call: &mut Call, mut step: AccessStep, regs: Registers) -> (Thread, V
             }
             call.trace.accesses.append(&mut step.accesses);
             step.resume_regs = regs;
-            step.close()
+            let fix_flags = step.flags_image_fix(&regs);
+            let (next, mut actions) = step.close();
+            actions.splice(0..0, fix_flags);
+            (next, actions)
         }
         Phase::Closing(index) if index + 1 < step.runs.len() => {
             step.phase = Phase::Closing(index + 1);
@@ -250,6 +261,22 @@ fn on_trap(call: &mut Call, mut step: AccessStep, regs: Registers) -> (Thread, V
         }
         Phase::Closing(_) => step.resume(),
     }
+}
+
+/// Returns the width of the image a `pushf` (0x66 prefix, 2 bytes) or `pushfq` (8 bytes)
+/// instruction at the start of `code` pushes, or `None` for any other instruction.
+fn pushed_flags_width(code: &[u8]) -> Option<usize> {
+    let mut width = 8;
+    for &byte in code.iter().take(15) {
+        match byte {
+            0x66 => width = 2,
+            // Segment, lock and repeat prefixes, and REX, do not change pushf.
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0xf0 | 0xf2 | 0xf3 | 0x40..=0x4f => {}
+            0x9c => return Some(width),
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn protocol_failure(call: &mut Call, message: String) -> (Thread, Vec<Action>) {
@@ -314,6 +341,18 @@ impl AccessStep {
         actions.extend(self.deferred.drain(..).map(|info| Action::QueueSignal { tid, info }));
         actions.push(Action::Continue { tid, signal });
         actions
+    }
+
+    /// Rewrites the flags image a stepped `pushf`/`pushfq` stored, which has the trap flag of
+    /// the single-step set, with the image the program would have pushed: its own flags with
+    /// RF and VM cleared, as the CPU stores them.
+    fn flags_image_fix(&self, after: &Registers) -> Vec<Action> {
+        let Some(width) = self.pushed_flags else {
+            return Vec::new();
+        };
+        let image = self.fault_regs.eflags & 0x00fc_ffff;
+        let bytes = image.to_le_bytes()[..width].to_vec();
+        vec![Action::WriteMemory { tid: self.tid, addr: after.rsp, bytes }]
     }
 
     /// The protection the pages are opened with: read-only while probing for a write.

@@ -65,7 +65,18 @@ fn run() -> i32 {
     };
     let style = style(call.json);
 
-    let options = ffitrace::Options { report: crash::handler(buffers.clone(), style, page_size), ..Default::default() };
+    let page_protection = match std::env::var("FFITRACE_PROTECTION") {
+        Ok(text) => match text.parse() {
+            Ok(protection) => protection,
+            Err(error) => {
+                eprintln!("error: FFITRACE_PROTECTION: {error}");
+                return EXIT_USAGE;
+            }
+        },
+        Err(_) => ffitrace::PageProtection::Auto,
+    };
+    let report = crash::handler(buffers.clone(), style, page_size);
+    let options = ffitrace::Options { report, page_protection, ..Default::default() };
     // SAFETY: nothing in this program has started a thread yet.
     if let Err(error) = unsafe { ffitrace::init(options) } {
         eprintln!("error: cannot trace the call: {error}");
