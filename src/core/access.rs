@@ -285,11 +285,6 @@ fn protocol_failure(call: &mut Call, message: String) -> (Thread, Vec<Action>) {
 }
 
 impl AccessStep {
-    /// Adds signals that arrived before the step began; they are delivered with the resume.
-    pub(super) fn defer_signals(&mut self, signals: Vec<SigInfo>) {
-        self.deferred.extend(signals);
-    }
-
     /// Opens the pages for the instruction and steps towards it.
     fn open(&mut self) -> Vec<Action> {
         match self.protection {

@@ -28,6 +28,8 @@ pub enum Action {
     QueueSignal { tid: i32, info: SigInfo },
     /// Resume the stopped thread, delivering `signal` if given.
     Continue { tid: i32, signal: Option<SigInfo> },
+    /// Stop the running thread (`PTRACE_INTERRUPT`); it reports a stop later.
+    Interrupt { tid: i32 },
     /// Stop tracing the stopped task (a process the program forked), which then runs freely.
     Detach { tid: i32 },
     /// Read the stopped thread's vector and opmask registers and feed them back as

@@ -94,7 +94,10 @@ pub(crate) enum Thread {
     FetchingVectors(SignalStop),
     /// One faulting instruction is being stepped with its pages open.
     Stepping(AccessStep),
-    /// Kept stopped until another thread has closed the pages it opened with `mprotect`.
+    /// Faulted on a traced page and waits for every other thread to stop before its pages
+    /// are opened with `mprotect`.
+    Waiting(SignalStop),
+    /// Kept stopped while another thread has pages open with `mprotect`.
     Held(Held),
 }
 
@@ -105,6 +108,8 @@ pub(crate) struct Held {
     fault: Option<SignalStop>,
     /// Signals it stopped for while held, to be delivered once released.
     signals: Vec<SigInfo>,
+    /// It has reported a stop since it was interrupted (or was stopped when held).
+    stopped: bool,
 }
 
 /// One traced call in progress.
@@ -238,13 +243,24 @@ impl Supervisor {
                 self.on_running_signal(stop)
             }
             Thread::Held(mut held) => {
-                held.signals.push(stop.info);
+                held.stopped = true;
+                let traced_fault = self.call.as_ref().is_some_and(|call| is_traced_fault(call, &stop));
+                if traced_fault && held.fault.is_none() {
+                    held.fault = Some(stop);
+                } else {
+                    held.signals.push(stop.info);
+                }
                 (Thread::Held(held), Vec::new())
+            }
+            Thread::Waiting(waiting) => {
+                // It is stopped at its fault, so no stop should come; keep the first.
+                warn!(tid, signal = stop.info.signo, "signal stop of a waiting thread");
+                (Thread::Waiting(waiting), Vec::new())
             }
         };
         self.threads.insert(tid, next);
         self.note_fatal_actions(&actions);
-        self.release_held_threads(actions)
+        self.schedule(actions)
     }
 
     /// After a crash report or a kill the program is about to die; a later exit needs no
@@ -264,8 +280,8 @@ impl Supervisor {
         }
         let traced_fault = self.call.as_ref().is_some_and(|call| is_traced_fault(call, &stop));
         if traced_fault {
-            if self.must_hold() {
-                return (Thread::Held(Held { fault: Some(stop), signals: Vec::new() }), Vec::new());
+            if self.uses_mprotect() {
+                return self.stop_the_world(stop);
             }
             return self.start_access(stop, None);
         }
@@ -289,43 +305,86 @@ impl Supervisor {
         }
     }
 
-    /// With `mprotect`, opening a page opens it for every thread, so only one thread may step
-    /// at a time and a second faulting thread is held until the first has closed its pages.
-    fn must_hold(&self) -> bool {
-        let mprotect = matches!(self.call.as_ref().map(|call| call.protection), Some(Protection::Mprotect { .. }));
-        mprotect && self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_)))
+    fn uses_mprotect(&self) -> bool {
+        matches!(self.call.as_ref().map(|call| call.protection), Some(Protection::Mprotect { .. }))
     }
 
-    /// Releases held threads once no thread steps, appending their actions to `actions`.
-    fn release_held_threads(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
+    /// With `mprotect`, opening a page opens it for every thread, so before a thread steps an
+    /// access every other thread is stopped (and kept stopped until the pages are closed).
+    /// A thread that faults while another steps or waits is held with its fault.
+    fn stop_the_world(&mut self, stop: SignalStop) -> (Thread, Vec<Action>) {
+        let busy = self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_) | Thread::Waiting(_)));
+        if busy {
+            return (Thread::Held(Held { fault: Some(stop), signals: Vec::new(), stopped: true }), Vec::new());
+        }
+        let tid = stop.tid;
+        let running: Vec<i32> = self
+            .threads
+            .iter()
+            .filter(|(&other, thread)| other != tid && matches!(thread, Thread::Running))
+            .map(|(&other, _)| other)
+            .collect();
+        if running.is_empty() {
+            return self.start_access(stop, None);
+        }
+        let mut actions = Vec::new();
+        for other in running {
+            self.threads.insert(other, Thread::Held(Held::default()));
+            actions.push(Action::Interrupt { tid: other });
+        }
+        (Thread::Waiting(stop), actions)
+    }
+
+    /// Moves the threads on once the world changed: a waiting thread starts stepping when
+    /// every held thread has stopped; when no thread steps, a held thread with a fault steps
+    /// next, and once none is left every held thread is released. Appends to `actions`.
+    fn schedule(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
         if self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_))) {
             return actions;
         }
+        let all_stopped = self.threads.values().all(|thread| !matches!(thread, Thread::Held(Held { stopped: false, .. })));
+        let waiting = self.threads.iter().find(|(_, thread)| matches!(thread, Thread::Waiting(_))).map(|(&tid, _)| tid);
+        if let Some(tid) = waiting {
+            if !all_stopped {
+                return actions;
+            }
+            if let Some(Thread::Waiting(stop)) = self.threads.remove(&tid) {
+                let (next, mut started) = self.start_access(stop, None);
+                self.threads.insert(tid, next);
+                actions.append(&mut started);
+            }
+            return self.schedule(actions);
+        }
+
+        let next_fault = self
+            .threads
+            .iter()
+            .find(|(_, thread)| matches!(thread, Thread::Held(Held { fault: Some(_), .. })))
+            .map(|(&tid, _)| tid);
+        if let Some(tid) = next_fault {
+            // The thread that just finished stepping may run again, so the world is stopped
+            // anew before the next held fault opens pages.
+            if let Some(Thread::Held(held)) = self.threads.remove(&tid) {
+                let Some(fault) = held.fault else { return actions };
+                actions.extend(held.signals.into_iter().map(|info| Action::QueueSignal { tid, info }));
+                let (next, mut started) = self.stop_the_world(fault);
+                self.threads.insert(tid, next);
+                actions.append(&mut started);
+            }
+            return self.schedule(actions);
+        }
+
         let held: Vec<i32> =
             self.threads.iter().filter(|(_, thread)| matches!(thread, Thread::Held(_))).map(|(&tid, _)| tid).collect();
         for tid in held {
             let Some(Thread::Held(held)) = self.threads.remove(&tid) else { continue };
-            let (next, mut released) = match held.fault {
-                Some(fault) if self.must_hold() => (Thread::Held(Held { fault: Some(fault), signals: held.signals }), Vec::new()),
-                Some(fault) => {
-                    let (next, mut started) = self.start_access(fault, None);
-                    if let Thread::Stepping(step) = next {
-                        let mut step = step;
-                        step.defer_signals(held.signals);
-                        (Thread::Stepping(step), started)
-                    } else {
-                        started.splice(0..0, held.signals.into_iter().map(|info| Action::QueueSignal { tid, info }));
-                        (next, started)
-                    }
-                }
-                None => {
-                    let mut resume: Vec<Action> = held.signals.into_iter().map(|info| Action::QueueSignal { tid, info }).collect();
-                    resume.push(Action::Continue { tid, signal: None });
-                    (Thread::Running, resume)
-                }
-            };
-            self.threads.insert(tid, next);
-            actions.append(&mut released);
+            actions.extend(held.signals.into_iter().map(|info| Action::QueueSignal { tid, info }));
+            // A thread interrupted but not yet stopped is running: its stop comes later and
+            // is answered then.
+            if held.stopped {
+                actions.push(Action::Continue { tid, signal: None });
+            }
+            self.threads.insert(tid, Thread::Running);
         }
         actions
     }
@@ -348,9 +407,22 @@ impl Supervisor {
     }
 
     fn on_new_task(&mut self, parent: i32, tid: i32, kind: TaskKind) -> Vec<Action> {
-        let mut actions = vec![Action::Continue { tid: parent, signal: None }];
+        // A held parent stays stopped: the event is its answer to the interrupt.
+        let mut actions = match self.threads.get_mut(&parent) {
+            Some(Thread::Held(held)) => {
+                held.stopped = true;
+                Vec::new()
+            }
+            _ => vec![Action::Continue { tid: parent, signal: None }],
+        };
         actions.extend(tasks::on_new_task(self, tid, kind));
-        actions
+        self.schedule(actions)
+    }
+
+    /// Returns true while a thread steps or waits to step with `mprotect`, when a new thread
+    /// must stay stopped instead of running.
+    pub(crate) fn world_stopped(&self) -> bool {
+        self.uses_mprotect() && self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_) | Thread::Waiting(_)))
     }
 
     /// Resumes a thread after a stop that is not a signal delivery. A step in flight is
@@ -364,8 +436,13 @@ impl Supervisor {
                 self.threads.insert(tid, Thread::Stepping(step));
                 vec![Action::Step { tid, signal: None }]
             }
-            Some(Thread::Held(held)) => {
+            Some(Thread::Held(mut held)) => {
+                held.stopped = true;
                 self.threads.insert(tid, Thread::Held(held));
+                self.schedule(Vec::new())
+            }
+            Some(Thread::Waiting(stop)) => {
+                self.threads.insert(tid, Thread::Waiting(stop));
                 Vec::new()
             }
             // A pending fault is dropped: the thread re-executes its instruction and faults again.
@@ -386,7 +463,7 @@ impl Supervisor {
         if self.awaiting_message == Some(tid) {
             self.awaiting_message = None;
         }
-        self.release_held_threads(Vec::new())
+        self.schedule(Vec::new())
     }
 
     fn on_exit(&mut self, status: ExitStatus) -> Vec<Action> {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use tracing::{debug, warn};
 
-use super::{Action, KeyRights, SigInfo, SignalStop, Supervisor, TaskKind, Thread, SIGTRAP};
+use super::{Action, Held, KeyRights, SigInfo, SignalStop, Supervisor, TaskKind, Thread, SIGTRAP};
 use crate::event::PageRange;
 use crate::messages::Protection;
 use crate::regs::Registers;
@@ -117,6 +117,10 @@ pub(super) fn on_process_signal(supervisor: &mut Supervisor, stop: SignalStop) -
 /// The new task has stopped and its kind is known: resume a thread, release a process.
 fn first_stop(supervisor: &mut Supervisor, tid: i32, kind: TaskKind, regs: Option<Registers>) -> Vec<Action> {
     if kind == TaskKind::Thread {
+        if supervisor.world_stopped() {
+            supervisor.threads.insert(tid, Thread::Held(Held { stopped: true, ..Held::default() }));
+            return Vec::new();
+        }
         supervisor.threads.insert(tid, Thread::Running);
         return vec![Action::Continue { tid, signal: None }];
     }

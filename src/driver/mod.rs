@@ -85,6 +85,7 @@ impl Driver {
             Action::Continue { tid, signal } => ptrace::resume(tid, ptrace::Resume::Continue, signal.as_ref()),
             Action::QueueSignal { tid, info } => ptrace::queue_signal(tid, &info),
             Action::Detach { tid } => ptrace::detach(tid),
+            Action::Interrupt { tid } => ptrace::interrupt(tid),
             Action::ReceiveMessage => return Some(self.receive(self.options.message_timeout)),
             Action::ReadVectorRegisters { tid } => {
                 let vectors = xstate::read_vector_registers(tid, &self.xsave_layout).unwrap_or_else(|error| {

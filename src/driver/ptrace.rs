@@ -166,6 +166,16 @@ pub(super) fn event_message(tid: i32) -> Result<u64, String> {
     Ok(message as u64)
 }
 
+/// Stops the running thread with `PTRACE_INTERRUPT`; the stop is reported through waitpid.
+pub(super) fn interrupt(tid: i32) -> Result<(), String> {
+    // SAFETY: PTRACE_INTERRUPT takes no pointer arguments.
+    let result = unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize) };
+    if result != 0 {
+        return Err(last_error("PTRACE_INTERRUPT", tid));
+    }
+    Ok(())
+}
+
 /// Detaches from the stopped task, which resumes untraced.
 pub(super) fn detach(tid: i32) -> Result<(), String> {
     // SAFETY: PTRACE_DETACH takes the signal to deliver (none) in `data` and no pointer.
