@@ -169,3 +169,45 @@ fn alarm_handler_runs_and_is_traced() {
         assert_eq!(u64::from(run.buffers[&0][8]), alarms, "[{protection}] alarm count stored");
     }
 }
+
+#[test]
+fn mprotect_on_traced_page_reported() {
+    // With mprotect the native code's own mprotect ends tracing of the page, which is
+    // reported and makes the trace incomplete (exit status 3).
+    let run = call("mprotect", "mprotect_traced_page", &["buf:8"]);
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    assert_eq!(run.output.status.code(), Some(3), "stderr: {stderr}");
+    assert!(stderr.contains("called mprotect("), "stderr: {stderr}");
+    assert!(stderr.contains("changes the protection of traced pages"), "stderr: {stderr}");
+    assert_eq!(run.returned, Some(0), "mprotect succeeded");
+    assert_eq!(run.buffers[&0][0], 1, "the write happened");
+
+    // A protection key survives mprotect, so the write after it is still traced.
+    if !cpu_has_protection_keys() {
+        return;
+    }
+    let run = call("auto", "mprotect_traced_page", &["buf:8"]);
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    assert_eq!(run.output.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(run.accesses, vec![write(0, 0, 1)], "accesses with a protection key");
+}
+
+/// Returns true if the CPU has protection keys enabled by the OS (the `ospke` flag).
+fn cpu_has_protection_keys() -> bool {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpuinfo.lines().any(|line| line.starts_with("flags") && line.split_whitespace().any(|flag| flag == "ospke"))
+}
+
+#[test]
+fn system_call_into_traced_buffer_reported() {
+    for protection in PROTECTIONS {
+        let run = call(protection, "read_into_traced_buffer", &["buf:8"]);
+        let stderr = String::from_utf8_lossy(&run.output.stderr);
+        assert_eq!(run.output.status.code(), Some(3), "[{protection}] stderr: {stderr}");
+        assert!(stderr.contains("called read(0x"), "[{protection}] stderr: {stderr}");
+        assert!(stderr.contains("fail with EFAULT"), "[{protection}] stderr: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "[{protection}] only read is reported: {stderr}");
+        assert_eq!(run.returned, Some(u64::MAX), "[{protection}] read returned -1");
+        assert!(run.accesses.is_empty(), "[{protection}] no access traced: {:?}", run.accesses);
+    }
+}

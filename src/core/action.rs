@@ -28,6 +28,9 @@ pub enum Action {
     QueueSignal { tid: i32, info: SigInfo },
     /// Resume the stopped thread, delivering `signal` if given.
     Continue { tid: i32, signal: Option<SigInfo> },
+    /// Like `Continue`, but the thread also stops at its next system-call entry or exit
+    /// (`PTRACE_SYSCALL`). The core resumes this way during traced calls.
+    ContinueToSyscall { tid: i32, signal: Option<SigInfo> },
     /// Stop the running thread (`PTRACE_INTERRUPT`); it reports a stop later.
     Interrupt { tid: i32 },
     /// Stop tracing the stopped task (a process the program forked), which then runs freely.

@@ -28,6 +28,10 @@ pub enum ExecEvent {
     /// task's first stop among them), exec. `regs` are the thread's registers, when readable.
     #[allow(missing_docs)]
     OtherStop { tid: i32, regs: Option<Registers> },
+    /// A thread stopped at the entry to or the exit from a system call, which happens only
+    /// after [`super::Action::ContinueToSyscall`].
+    #[allow(missing_docs)]
+    Syscall { tid: i32, regs: Registers, phase: SyscallPhase },
     /// A traced task other than the program's main thread ended.
     #[allow(missing_docs)]
     TaskExited { tid: i32 },
@@ -37,6 +41,15 @@ pub enum ExecEvent {
     /// The traced program was killed by this signal.
     #[allow(missing_docs)]
     Killed { signal: i32, core_dumped: bool },
+}
+
+/// Whether a system-call stop is at the call's entry or its exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyscallPhase {
+    /// Before the kernel runs the call: `orig_rax` is the number, the arguments are in place.
+    Entry,
+    /// After the call: `rax` is its result.
+    Exit,
 }
 
 /// What kind of task a `clone`, `fork` or `vfork` made.

@@ -28,12 +28,13 @@ mod action;
 mod event;
 mod pages;
 mod report;
+mod syscalls;
 mod tasks;
 
 use std::collections::BTreeMap;
 
 pub use action::{Action, KeyRights};
-pub use event::{Disposition, ExecEvent, SigInfo, SignalStop, TaskKind};
+pub use event::{Disposition, ExecEvent, SigInfo, SignalStop, SyscallPhase, TaskKind};
 pub use pages::{PageSet, PageSetError};
 pub use report::{Crash, ExitStatus, Report};
 
@@ -163,14 +164,46 @@ impl Supervisor {
             ExecEvent::VectorRegisters { tid, vectors } => self.on_vector_registers(tid, vectors),
             ExecEvent::NewTask { parent, tid, kind } => self.on_new_task(parent, tid, kind),
             ExecEvent::OtherStop { tid, regs } => self.on_other_stop(tid, regs),
+            ExecEvent::Syscall { tid, regs, phase } => self.on_syscall(tid, &regs, phase),
             ExecEvent::TaskExited { tid } => self.on_task_exited(tid),
             ExecEvent::Exited { status } => self.on_exit(ExitStatus::Exited(status)),
             ExecEvent::Killed { signal, core_dumped } => self.on_exit(ExitStatus::Killed { signal, core_dumped }),
         };
+        let actions = self.stop_at_syscalls_during_call(actions);
         for action in &actions {
             trace!(?action, "action");
         }
         actions
+    }
+
+    /// During a call every resume also stops at system calls, so calls that touch the traced
+    /// pages are seen; outside calls threads run without those stops.
+    fn stop_at_syscalls_during_call(&self, actions: Vec<Action>) -> Vec<Action> {
+        if self.call.is_none() {
+            return actions;
+        }
+        let convert = |action| match action {
+            Action::Continue { tid, signal } => Action::ContinueToSyscall { tid, signal },
+            other => other,
+        };
+        actions.into_iter().map(convert).collect()
+    }
+
+    fn on_syscall(&mut self, tid: i32, regs: &crate::regs::Registers, phase: SyscallPhase) -> Vec<Action> {
+        if let (SyscallPhase::Entry, Some(call)) = (phase, self.call.as_mut()) {
+            if let Some(note) = syscalls::check_entry(call, regs) {
+                debug!(tid, name = %note.name, effect = %note.effect, "system call on traced pages");
+                call.trace.system_calls.push(note);
+            }
+        }
+        match self.threads.get_mut(&tid) {
+            // The interrupt this held thread owes may come as this stop: it stays stopped.
+            Some(Thread::Held(held)) => {
+                held.stopped = true;
+                self.schedule(Vec::new())
+            }
+            _ => vec![Action::Continue { tid, signal: None }],
+        }
     }
 
     fn on_message(&mut self, message: ChildMessage) -> Vec<Action> {

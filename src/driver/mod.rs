@@ -83,6 +83,9 @@ impl Driver {
             Action::SetKeyRights { tid, key, rights } => xstate::set_key_rights(tid, &self.xsave_layout, key, rights),
             Action::Step { tid, signal } => ptrace::resume(tid, ptrace::Resume::Step, signal.as_ref()),
             Action::Continue { tid, signal } => ptrace::resume(tid, ptrace::Resume::Continue, signal.as_ref()),
+            Action::ContinueToSyscall { tid, signal } => {
+                ptrace::resume(tid, ptrace::Resume::ToSyscall, signal.as_ref())
+            }
             Action::QueueSignal { tid, info } => ptrace::queue_signal(tid, &info),
             Action::Detach { tid } => ptrace::detach(tid),
             Action::Interrupt { tid } => ptrace::interrupt(tid),

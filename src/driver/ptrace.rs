@@ -10,6 +10,8 @@ use crate::regs::Registers;
 pub(super) enum Resume {
     Step,
     Continue,
+    /// Continue, stopping at the next system-call entry or exit.
+    ToSyscall,
 }
 
 fn last_error(request: &str, pid: i32) -> String {
@@ -21,7 +23,8 @@ pub(super) fn seize(pid: i32) -> Result<(), String> {
     let options = libc::PTRACE_O_EXITKILL
         | libc::PTRACE_O_TRACECLONE
         | libc::PTRACE_O_TRACEFORK
-        | libc::PTRACE_O_TRACEVFORK;
+        | libc::PTRACE_O_TRACEVFORK
+        | libc::PTRACE_O_TRACESYSGOOD;
     // SAFETY: PTRACE_SEIZE takes no pointer arguments; `data` carries the option bits.
     let result = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options as usize) };
     if result == 0 {
@@ -116,6 +119,7 @@ pub(super) fn resume(pid: i32, how: Resume, signal: Option<&SigInfo>) -> Result<
     let (request, name) = match how {
         Resume::Step => (libc::PTRACE_SINGLESTEP, "PTRACE_SINGLESTEP"),
         Resume::Continue => (libc::PTRACE_CONT, "PTRACE_CONT"),
+        Resume::ToSyscall => (libc::PTRACE_SYSCALL, "PTRACE_SYSCALL"),
     };
     // SAFETY: both requests take the signal to deliver in `data` and no pointer.
     let result = unsafe { libc::ptrace(request, pid, 0usize, signo as usize) };
@@ -174,6 +178,19 @@ pub(super) fn interrupt(tid: i32) -> Result<(), String> {
         return Err(last_error("PTRACE_INTERRUPT", tid));
     }
     Ok(())
+}
+
+/// Returns whether the thread's system-call stop is an entry (`PTRACE_GET_SYSCALL_INFO`,
+/// Linux 5.3 and later: the first byte of the result is 1 at entry, 2 at exit).
+pub(super) fn syscall_stop_is_entry(tid: i32) -> Result<bool, String> {
+    const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+    let mut info = [0u8; 88];
+    // SAFETY: `info` is 88 bytes, the size passed, which holds struct ptrace_syscall_info.
+    let result = unsafe { libc::ptrace(PTRACE_GET_SYSCALL_INFO, tid, info.len(), info.as_mut_ptr()) };
+    if result < 0 {
+        return Err(last_error("PTRACE_GET_SYSCALL_INFO", tid));
+    }
+    Ok(info[0] == 1)
 }
 
 /// Detaches from the stopped task, which resumes untraced.

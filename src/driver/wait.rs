@@ -3,7 +3,7 @@
 use tracing::warn;
 
 use super::ptrace;
-use crate::core::{Disposition, ExecEvent, SignalStop, TaskKind};
+use crate::core::{Disposition, ExecEvent, SignalStop, SyscallPhase, TaskKind};
 
 /// What one `waitpid` status means, decoded without any system call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +62,10 @@ pub(super) fn next_event(program: i32) -> ExecEvent {
             }
             WaitStatus::Exited(_) | WaitStatus::Killed { .. } => return ExecEvent::TaskExited { tid },
             WaitStatus::EventStop { event, .. } => return event_stop(tid, event),
+            WaitStatus::SignalStop(SYSCALL_STOP) => match syscall_stop(tid) {
+                Ok(event) => return event,
+                Err(error) => warn!(tid, %error, "could not read the system-call stop"),
+            },
             WaitStatus::SignalStop(signal) => match signal_stop(tid, signal) {
                 Ok(stop) => return ExecEvent::Signal(stop),
                 Err(error) => warn!(tid, signal, %error, "could not read the stopped thread's state"),
@@ -69,6 +73,15 @@ pub(super) fn next_event(program: i32) -> ExecEvent {
             WaitStatus::Other => {}
         }
     }
+}
+
+/// The stop signal of a system-call stop with `PTRACE_O_TRACESYSGOOD`: SIGTRAP | 0x80.
+const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
+
+fn syscall_stop(tid: i32) -> Result<ExecEvent, String> {
+    let regs = ptrace::get_registers(tid)?;
+    let phase = if ptrace::syscall_stop_is_entry(tid)? { SyscallPhase::Entry } else { SyscallPhase::Exit };
+    Ok(ExecEvent::Syscall { tid, regs, phase })
 }
 
 fn event_stop(tid: i32, event: i32) -> ExecEvent {

@@ -132,6 +132,7 @@ pub fn module_at(maps: &str, addr: u64) -> Option<(String, u64)> {
 fn print_trace(trace: Option<&CallTrace>, view: &ProcessView, buffers: &[Buffer], style: Style) {
     let Some(trace) = trace else { return };
     output::warn_unsupported(&trace.unsupported);
+    output::warn_system_calls(&trace.system_calls);
     let contents = buffers.iter().map(|buffer| view.read_memory(buffer.addr, buffer.size as usize)).collect();
     let findings = Findings { buffers, accesses: &trace.accesses, contents, returned: None };
     if let Err(error) = output::print(&mut std::io::stdout().lock(), style, &findings) {

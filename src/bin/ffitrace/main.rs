@@ -132,6 +132,7 @@ fn call_and_report(
         return EXIT_FAILURE;
     }
     output::warn_unsupported(&trace.unsupported);
+    output::warn_system_calls(&trace.system_calls);
     if trace.is_complete() {
         0
     } else {
