@@ -47,6 +47,10 @@ enum Status {
 
 static STATUS: Mutex<Status> = Mutex::new(Status::Uninitialized);
 
+/// The 1024 bytes the comparison protocol has the supervisor zero before each `mprotect`.
+/// Atomics, because the supervisor writes them behind this process's back.
+static COMPARISON_STACK: [std::sync::atomic::AtomicU64; 128] = [const { std::sync::atomic::AtomicU64::new(0) }; 128];
+
 thread_local! {
     static IN_CALL: Cell<bool> = const { Cell::new(false) };
 }
@@ -106,9 +110,15 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
 /// Picks how pages are protected during calls. A protection key is allocated with access
 /// disabled, so this thread and every thread it creates later fault on pages that carry it.
 fn choose_protection(choice: PageProtection) -> Protection {
-    let gadget = Protection::Mprotect { syscall_gadget: ffitrace_syscall_gadget as *const () as usize as u64 };
-    if choice == PageProtection::Mprotect {
-        return gadget;
+    let syscall_gadget = ffitrace_syscall_gadget as *const () as usize as u64;
+    let gadget = Protection::Mprotect { syscall_gadget, zeroed_stack: None };
+    match choice {
+        PageProtection::Mprotect => return gadget,
+        PageProtection::ComparisonZeroedStack => {
+            let stack = std::ptr::addr_of!(COMPARISON_STACK) as u64;
+            return Protection::Mprotect { syscall_gadget, zeroed_stack: Some(stack) };
+        }
+        PageProtection::Auto => {}
     }
     /// `PKEY_DISABLE_ACCESS` from `<sys/mman.h>`.
     const PKEY_DISABLE_ACCESS: libc::c_long = 0x1;

@@ -103,17 +103,22 @@ pub enum PageProtection {
     Auto,
     /// Always `mprotect` (`PROT_NONE`), which works on every x86-64 CPU.
     Mprotect,
+    /// `mprotect`, plus zeroing a 1024-byte callback stack word by word before each
+    /// `mprotect`, as a tracer that runs helper code in the child on such a stack does. Only
+    /// for comparing costs in the benchmarks.
+    ComparisonZeroedStack,
 }
 
 impl std::str::FromStr for PageProtection {
     type Err = String;
 
-    /// Parses `auto` or `mprotect`.
+    /// Parses `auto`, `mprotect` or `zeroed-stack`.
     fn from_str(text: &str) -> Result<PageProtection, String> {
         match text {
             "auto" => Ok(PageProtection::Auto),
             "mprotect" => Ok(PageProtection::Mprotect),
-            other => Err(format!("invalid page protection '{other}': expected 'auto' or 'mprotect'")),
+            "zeroed-stack" => Ok(PageProtection::ComparisonZeroedStack),
+            other => Err(format!("invalid page protection '{other}': expected 'auto', 'mprotect' or 'zeroed-stack'")),
         }
     }
 }

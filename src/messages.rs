@@ -36,7 +36,10 @@ pub struct StartRequest {
 pub enum Protection {
     /// The pages are `PROT_NONE`. The supervisor opens them with `mprotect`, run in the child
     /// by pointing a stopped thread at the `syscall` instruction at `syscall_gadget`.
-    Mprotect { syscall_gadget: u64 },
+    /// `zeroed_stack` is set only by the comparison protocol of the benchmarks: the supervisor
+    /// then zeroes those 1024 bytes word by word before each `mprotect`, as a tracer that runs
+    /// helper code on a callback stack would.
+    Mprotect { syscall_gadget: u64, zeroed_stack: Option<u64> },
     /// The pages carry this memory protection key, which every thread's PKRU register denies.
     /// The supervisor opens them for one thread by changing only that thread's PKRU.
     ProtectionKey { key: u32 },

@@ -39,6 +39,9 @@ const PROT_READ_WRITE: u64 = 0x1 | 0x2;
 /// core gives up on it. Each retry opens one more page, and an instruction reaches at most a
 /// few (a `movs` that straddles pages at both ends touches four).
 const MAX_EXTRA_PAGES: u8 = 8;
+/// Words of the comparison protocol's callback stack zeroed before each open and close:
+/// 1024 bytes.
+const ZEROED_STACK_WORDS: u32 = 128;
 
 /// The state of one faulting instruction while it is being stepped.
 #[derive(Debug)]
@@ -62,6 +65,9 @@ pub(crate) struct AccessStep {
     /// Width of the flags image the instruction pushes (`pushf`/`pushfq`), which the step's
     /// trap flag would otherwise leak into.
     pushed_flags: Option<usize>,
+    /// The call the instruction faulted in has ended, so the step records nothing, even if
+    /// another call has started since.
+    call_ended: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +140,7 @@ pub(super) fn start(call: &mut Call, stop: SignalStop, vectors: Option<&VectorRe
         extra_pages: 0,
         probing_write: has_possible_write && !has_write,
         pushed_flags: pushed_flags_width(&stop.code),
+        call_ended: false,
     };
     let actions = step.open();
     Started::Stepping(step, actions)
@@ -206,16 +213,40 @@ pub(super) fn on_signal(call: &mut Call, mut step: AccessStep, stop: SignalStop)
 }
 
 /// Handles a stop of a thread whose call ended while it was stepping: it is let finish its
-/// step and resumed, recording nothing.
+/// step, recording nothing, then resumed as after any step. Its key is closed, because the
+/// child keeps the key for later calls, and a thread left at the gadget gets its own
+/// registers back.
 pub(super) fn on_signal_after_call(mut step: AccessStep, stop: SignalStop) -> (Thread, Vec<Action>) {
     let tid = step.tid;
-    if is_step_trap(&stop.info) {
-        step.accesses.clear();
-        let signal = step.deferred.first().cloned();
-        return (Thread::Running, vec![Action::Continue { tid, signal }]);
+    let trap = is_step_trap(&stop.info);
+    let synchronous_fault = matches!(stop.info.signo, SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGTRAP) && stop.info.code > 0;
+    if !trap && !synchronous_fault {
+        step.deferred.push(stop.info);
+        return (Thread::Stepping(step), vec![Action::Step { tid, signal: None }]);
     }
-    step.deferred.push(stop.info);
-    (Thread::Stepping(step), vec![Action::Step { tid, signal: None }])
+    step.accesses.clear();
+    let mut actions = Vec::new();
+    step.resume_regs = match step.phase {
+        // The gadget ran (or faulted): the instruction runs again on the pages, which the
+        // child has made accessible.
+        Phase::Opening(_) => step.fault_regs,
+        Phase::Instruction if trap => {
+            actions.extend(step.flags_image_fix(&stop.regs));
+            stop.regs
+        }
+        // The instruction crashed: deliver its fault.
+        Phase::Instruction => {
+            step.deferred.insert(0, stop.info);
+            stop.regs
+        }
+        Phase::Closing(_) => step.resume_regs,
+    };
+    if let Protection::ProtectionKey { key } = step.protection {
+        actions.push(Action::SetKeyRights { tid, key, rights: KeyRights::NoAccess });
+    }
+    let restore_registers = matches!(step.protection, Protection::Mprotect { .. });
+    actions.extend(step.resume_actions(restore_registers));
+    (Thread::Running, actions)
 }
 
 /// The trap that ends a single-step: `TRAP_TRACE`, or `TRAP_BRKPT` after stepping over a
@@ -285,6 +316,15 @@ fn protocol_failure(call: &mut Call, message: String) -> (Thread, Vec<Action>) {
 }
 
 impl AccessStep {
+    /// Marks the step as belonging to a call that has ended.
+    pub(super) fn end_call(&mut self) {
+        self.call_ended = true;
+    }
+
+    pub(super) fn call_ended(&self) -> bool {
+        self.call_ended
+    }
+
     /// Opens the pages for the instruction and steps towards it.
     fn open(&mut self) -> Vec<Action> {
         match self.protection {
@@ -362,9 +402,13 @@ impl AccessStep {
     /// Points the thread at the `syscall` gadget to run `mprotect(runs[index], prot)` and
     /// steps it.
     fn gadget_actions(&self, index: usize, prot: u64) -> Vec<Action> {
-        let Protection::Mprotect { syscall_gadget } = self.protection else {
+        let Protection::Mprotect { syscall_gadget, zeroed_stack } = self.protection else {
             return Vec::new();
         };
+        let mut actions = Vec::new();
+        if let (Some(addr), 0) = (zeroed_stack, index) {
+            actions.push(Action::ZeroWords { tid: self.tid, addr, count: ZEROED_STACK_WORDS });
+        }
         let run = self.runs.get(index).copied().unwrap_or(PageRange { start: 0, len: 0 });
         let regs = Registers {
             rip: syscall_gadget,
@@ -375,6 +419,8 @@ impl AccessStep {
             orig_rax: u64::MAX,
             ..self.fault_regs
         };
-        vec![Action::SetRegisters { tid: self.tid, regs }, Action::Step { tid: self.tid, signal: None }]
+        actions.push(Action::SetRegisters { tid: self.tid, regs });
+        actions.push(Action::Step { tid: self.tid, signal: None });
+        actions
     }
 }

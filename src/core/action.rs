@@ -18,6 +18,9 @@ pub enum Action {
     SetRegisters { tid: i32, regs: Registers },
     /// Write `bytes` into the process of thread `tid` at `addr`, whatever the page's protection.
     WriteMemory { tid: i32, addr: u64, bytes: Vec<u8> },
+    /// Write `count` zero words at `addr` one `PTRACE_POKEDATA` at a time (the benchmarks'
+    /// comparison protocol only).
+    ZeroWords { tid: i32, addr: u64, count: u32 },
     /// Set the stopped thread's PKRU rights for protection key `key`.
     SetKeyRights { tid: i32, key: u32, rights: KeyRights },
     /// Resume the stopped thread for one instruction, delivering `signal` if given.
@@ -38,6 +41,9 @@ pub enum Action {
     /// Read the stopped thread's vector and opmask registers and feed them back as
     /// [`super::ExecEvent::VectorRegisters`].
     ReadVectorRegisters { tid: i32 },
+    /// Read what the program does with `signal` and feed it back as
+    /// [`super::ExecEvent::Disposition`].
+    ReadDisposition { tid: i32, signal: i32 },
     /// Receive the next message the child sent over the IPC channel and feed it back as
     /// [`super::ExecEvent::Message`] (or [`super::ExecEvent::MessageLost`]).
     ReceiveMessage,

@@ -32,6 +32,9 @@ pub enum ExecEvent {
     /// after [`super::Action::ContinueToSyscall`].
     #[allow(missing_docs)]
     Syscall { tid: i32, regs: Registers, phase: SyscallPhase },
+    /// The disposition [`super::Action::ReadDisposition`] asked for.
+    #[allow(missing_docs)]
+    Disposition { tid: i32, disposition: Disposition },
     /// A traced task other than the program's main thread ended.
     #[allow(missing_docs)]
     TaskExited { tid: i32 },
@@ -88,6 +91,8 @@ pub enum Disposition {
     Ignored,
     /// A handler is installed.
     Caught,
+    /// Not read yet: the core asks with [`super::Action::ReadDisposition`] when it needs it.
+    Unknown,
 }
 
 /// The fields of a `siginfo_t` that the core reads, plus the whole structure so a delayed

@@ -95,6 +95,8 @@ pub(crate) enum Thread {
     FetchingVectors(SignalStop),
     /// One faulting instruction is being stepped with its pages open.
     Stepping(AccessStep),
+    /// Stopped with a fault signal whose disposition was asked for.
+    FetchingDisposition(SignalStop),
     /// Faulted on a traced page and waits for every other thread to stop before its pages
     /// are opened with `mprotect`.
     Waiting(SignalStop),
@@ -165,6 +167,7 @@ impl Supervisor {
             ExecEvent::NewTask { parent, tid, kind } => self.on_new_task(parent, tid, kind),
             ExecEvent::OtherStop { tid, regs } => self.on_other_stop(tid, regs),
             ExecEvent::Syscall { tid, regs, phase } => self.on_syscall(tid, &regs, phase),
+            ExecEvent::Disposition { tid, disposition } => self.on_disposition(tid, disposition),
             ExecEvent::TaskExited { tid } => self.on_task_exited(tid),
             ExecEvent::Exited { status } => self.on_exit(ExitStatus::Exited(status)),
             ExecEvent::Killed { signal, core_dumped } => self.on_exit(ExitStatus::Killed { signal, core_dumped }),
@@ -237,10 +240,15 @@ impl Supervisor {
         vec![resume, Action::Reply(reply)]
     }
 
-    /// Ends the call and returns its trace. Threads still stepping keep their state: their
-    /// instruction completes and they close the pages as usual, then find no call.
+    /// Ends the call and returns its trace. Threads still stepping finish their step without
+    /// recording it (see [`access::on_signal_after_call`]), even if another call starts first.
     fn finish_call(&mut self) -> Option<CallTrace> {
         let call = self.call.take()?;
+        for thread in self.threads.values_mut() {
+            if let Thread::Stepping(step) = thread {
+                step.end_call();
+            }
+        }
         debug!(accesses = call.trace.accesses.len(), "traced call ends");
         Some(call.trace)
     }
@@ -265,8 +273,8 @@ impl Supervisor {
         let (next, actions) = match thread {
             Thread::Running => self.on_running_signal(stop),
             Thread::Stepping(step) => match self.call.as_mut() {
-                Some(call) => access::on_signal(call, step, stop),
-                None => access::on_signal_after_call(step, stop),
+                Some(call) if !step.call_ended() => access::on_signal(call, step, stop),
+                _ => access::on_signal_after_call(step, stop),
             },
             Thread::FetchingVectors(_) => {
                 // The driver feeds the vector registers right after reading them, so this stop
@@ -284,6 +292,10 @@ impl Supervisor {
                     held.signals.push(stop.info);
                 }
                 (Thread::Held(held), Vec::new())
+            }
+            Thread::FetchingDisposition(pending) => {
+                warn!(tid, signal = stop.info.signo, "signal stop while waiting for a disposition");
+                (Thread::FetchingDisposition(pending), Vec::new())
             }
             Thread::Waiting(waiting) => {
                 // It is stopped at its fault, so no stop should come; keep the first.
@@ -318,6 +330,10 @@ impl Supervisor {
             }
             return self.start_access(stop, None);
         }
+        if self.lifecycle == Lifecycle::Running && is_fault_signal(&stop) && stop.disposition == Disposition::Unknown {
+            let signal = stop.info.signo;
+            return (Thread::FetchingDisposition(stop), vec![Action::ReadDisposition { tid, signal }]);
+        }
         if self.lifecycle == Lifecycle::Running && is_fatal_fault(&stop) {
             self.lifecycle = Lifecycle::Dying;
             let report = crash_report(&stop, self.call.as_ref());
@@ -346,7 +362,7 @@ impl Supervisor {
     /// access every other thread is stopped (and kept stopped until the pages are closed).
     /// A thread that faults while another steps or waits is held with its fault.
     fn stop_the_world(&mut self, stop: SignalStop) -> (Thread, Vec<Action>) {
-        let busy = self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_) | Thread::Waiting(_)));
+        let busy = self.threads.values().any(is_busy);
         if busy {
             return (Thread::Held(Held { fault: Some(stop), signals: Vec::new(), stopped: true }), Vec::new());
         }
@@ -372,7 +388,8 @@ impl Supervisor {
     /// every held thread has stopped; when no thread steps, a held thread with a fault steps
     /// next, and once none is left every held thread is released. Appends to `actions`.
     fn schedule(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
-        if self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_))) {
+        // A thread fetching vector registers steps next, so the others stay as they are.
+        if self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_) | Thread::FetchingVectors(_))) {
             return actions;
         }
         let all_stopped = self.threads.values().all(|thread| !matches!(thread, Thread::Held(Held { stopped: false, .. })));
@@ -422,12 +439,31 @@ impl Supervisor {
         actions
     }
 
+    fn on_disposition(&mut self, tid: i32, disposition: Disposition) -> Vec<Action> {
+        match self.threads.remove(&tid) {
+            Some(Thread::FetchingDisposition(mut stop)) => {
+                stop.disposition = disposition;
+                let (next, actions) = self.on_running_signal(stop);
+                self.threads.insert(tid, next);
+                self.note_fatal_actions(&actions);
+                self.schedule(actions)
+            }
+            other => {
+                warn!(tid, "disposition received while none was requested");
+                if let Some(thread) = other {
+                    self.threads.insert(tid, thread);
+                }
+                Vec::new()
+            }
+        }
+    }
+
     fn on_vector_registers(&mut self, tid: i32, vectors: VectorRegisters) -> Vec<Action> {
         match self.threads.remove(&tid) {
             Some(Thread::FetchingVectors(stop)) => {
                 let (next, actions) = self.start_access(stop, Some(&vectors));
                 self.threads.insert(tid, next);
-                actions
+                self.schedule(actions)
             }
             other => {
                 warn!(tid, "vector registers received while none were requested");
@@ -455,7 +491,7 @@ impl Supervisor {
     /// Returns true while a thread steps or waits to step with `mprotect`, when a new thread
     /// must stay stopped instead of running.
     pub(crate) fn world_stopped(&self) -> bool {
-        self.uses_mprotect() && self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_) | Thread::Waiting(_)))
+        self.uses_mprotect() && self.threads.values().any(is_busy)
     }
 
     /// Resumes a thread after a stop that is not a signal delivery. A step in flight is
@@ -476,6 +512,10 @@ impl Supervisor {
             }
             Some(Thread::Waiting(stop)) => {
                 self.threads.insert(tid, Thread::Waiting(stop));
+                Vec::new()
+            }
+            Some(Thread::FetchingDisposition(stop)) => {
+                self.threads.insert(tid, Thread::FetchingDisposition(stop));
                 Vec::new()
             }
             // A pending fault is dropped: the thread re-executes its instruction and faults again.
@@ -524,7 +564,7 @@ impl Supervisor {
 fn start_call(request: StartRequest) -> Result<Call, String> {
     let pages = PageSet::new(&request.pages, request.page_size).map_err(|error| error.to_string())?;
     match request.protection {
-        Protection::Mprotect { syscall_gadget: 0 } => return Err("the system-call gadget address is null".to_string()),
+        Protection::Mprotect { syscall_gadget: 0, .. } => return Err("the system-call gadget address is null".to_string()),
         Protection::ProtectionKey { key } if !(1..16).contains(&key) => {
             return Err(format!("protection key {key} is not one of 1 to 15"));
         }
@@ -533,10 +573,20 @@ fn start_call(request: StartRequest) -> Result<Call, String> {
     Ok(Call { pages, protection: request.protection, trace: CallTrace::default() })
 }
 
+/// Returns true for a thread that steps, or is about to, with pages it opens with `mprotect`.
+fn is_busy(thread: &Thread) -> bool {
+    matches!(thread, Thread::Stepping(_) | Thread::Waiting(_) | Thread::FetchingVectors(_))
+}
+
 /// A kernel-raised SIGSEGV or SIGBUS whose address lies on a traced page.
 fn is_traced_fault(call: &Call, stop: &SignalStop) -> bool {
     let fault = stop.info.signo == SIGSEGV || stop.info.signo == SIGBUS;
     fault && stop.info.code > 0 && call.pages.contains(stop.info.addr)
+}
+
+/// A signal that ends the program when its disposition is the default.
+fn is_fault_signal(stop: &SignalStop) -> bool {
+    matches!(stop.info.signo, SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGTRAP | SIGABRT)
 }
 
 /// A kernel-raised fault the program has no handler for, so delivering it ends the program.

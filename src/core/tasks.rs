@@ -131,7 +131,7 @@ fn first_stop(supervisor: &mut Supervisor, tid: i32, kind: TaskKind, regs: Optio
         (Protection::ProtectionKey { key }, _, _) => {
             vec![Action::SetKeyRights { tid, key, rights: KeyRights::ReadWrite }, Action::Detach { tid }]
         }
-        (Protection::Mprotect { syscall_gadget }, TaskKind::Fork, Some(saved_regs)) => {
+        (Protection::Mprotect { syscall_gadget, .. }, TaskKind::Fork, Some(saved_regs)) => {
             let runs = call.pages.runs().to_vec();
             let release = Release { saved_regs, runs, next: 0, gadget: syscall_gadget, signals: Vec::new() };
             let Some(run) = release.runs.first().copied() else {

@@ -80,6 +80,7 @@ impl Driver {
         let result = match action {
             Action::SetRegisters { tid, regs } => ptrace::set_registers(tid, &regs),
             Action::WriteMemory { tid, addr, bytes } => ptrace::write_memory(tid, addr, &bytes),
+            Action::ZeroWords { tid, addr, count } => ptrace::zero_words(tid, addr, count),
             Action::SetKeyRights { tid, key, rights } => xstate::set_key_rights(tid, &self.xsave_layout, key, rights),
             Action::Step { tid, signal } => ptrace::resume(tid, ptrace::Resume::Step, signal.as_ref()),
             Action::Continue { tid, signal } => ptrace::resume(tid, ptrace::Resume::Continue, signal.as_ref()),
@@ -90,6 +91,9 @@ impl Driver {
             Action::Detach { tid } => ptrace::detach(tid),
             Action::Interrupt { tid } => ptrace::interrupt(tid),
             Action::ReceiveMessage => return Some(self.receive(self.options.message_timeout)),
+            Action::ReadDisposition { tid, signal } => {
+                return Some(ExecEvent::Disposition { tid, disposition: wait::read_disposition(tid, signal) });
+            }
             Action::ReadVectorRegisters { tid } => {
                 let vectors = xstate::read_vector_registers(tid, &self.xsave_layout).unwrap_or_else(|error| {
                     // Zeros make the decoder report no element of a masked or gathered

@@ -220,21 +220,29 @@ pub(super) fn write_memory(pid: i32, addr: u64, bytes: &[u8]) -> Result<(), Stri
     file.write_all_at(bytes, addr).map_err(|error| format!("writing {} bytes at {addr:#x} failed: {error}", bytes.len()))
 }
 
+/// Writes `count` zero words at `addr` with one `PTRACE_POKEDATA` each.
+pub(super) fn zero_words(tid: i32, addr: u64, count: u32) -> Result<(), String> {
+    for word in 0..u64::from(count) {
+        // SAFETY: PTRACE_POKEDATA takes the address and the word's value, no pointer.
+        let result = unsafe { libc::ptrace(libc::PTRACE_POKEDATA, tid, addr + word * 8, 0usize) };
+        if result != 0 {
+            return Err(last_error("PTRACE_POKEDATA", tid));
+        }
+    }
+    Ok(())
+}
+
 /// Reads up to 15 instruction bytes at `rip`, stopping early at an unreadable page.
 pub(super) fn read_code(pid: i32, rip: u64) -> Vec<u8> {
-    const MAX_INSTRUCTION_LEN: u64 = 15;
-    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
-        return Vec::new();
-    };
-    let to_page_end = 4096 - (rip & 4095);
-    let first = to_page_end.min(MAX_INSTRUCTION_LEN) as usize;
-    let mut code = vec![0u8; MAX_INSTRUCTION_LEN as usize];
-    if file.read_exact_at(&mut code[..first], rip).is_err() {
-        return Vec::new();
-    }
-    if first < code.len() && file.read_exact_at(&mut code[first..], rip.wrapping_add(first as u64)).is_err() {
-        code.truncate(first);
-    }
+    const MAX_INSTRUCTION_LEN: usize = 15;
+    let mut code = vec![0u8; MAX_INSTRUCTION_LEN];
+    let local = libc::iovec { iov_base: code.as_mut_ptr().cast(), iov_len: code.len() };
+    let remote = libc::iovec { iov_base: rip as *mut libc::c_void, iov_len: code.len() };
+    // SAFETY: `local` describes `code`, which outlives the call; `remote` is only read by the
+    // kernel from the other process. A read that crosses into an unreadable page stops there
+    // and returns the bytes before it.
+    let read = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    code.truncate(usize::try_from(read).unwrap_or(0));
     code
 }
 

@@ -110,14 +110,13 @@ fn signal_stop(tid: i32, signal: i32) -> Result<SignalStop, String> {
         libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP | libc::SIGABRT
     );
     let code = if fault { ptrace::read_code(tid, regs.rip) } else { Vec::new() };
-    // NOTE: the disposition costs a read of /proc/TID/status, so it is read for faults only;
-    // the core consults it for nothing else.
-    let disposition = if fault { read_disposition(tid, signal) } else { Disposition::Caught };
-    Ok(SignalStop { tid, info, regs, code, disposition })
+    // The disposition costs a read of /proc/TID/status, more than the rest of the stop, so
+    // it is read only when the core asks (ReadDisposition).
+    Ok(SignalStop { tid, info, regs, code, disposition: Disposition::Unknown })
 }
 
 /// Reads the disposition of `signal` from the SigIgn and SigCgt masks of `/proc/PID/status`.
-fn read_disposition(pid: i32, signal: i32) -> Disposition {
+pub(super) fn read_disposition(pid: i32, signal: i32) -> Disposition {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Disposition::Default;
     };
