@@ -211,3 +211,13 @@ fn system_call_into_traced_buffer_reported() {
         assert!(run.accesses.is_empty(), "[{protection}] no access traced: {:?}", run.accesses);
     }
 }
+
+#[test]
+fn own_segv_handler_sees_untraced_fault() {
+    for protection in PROTECTIONS {
+        let run = call(protection, "own_segv_handler_recovers", &["buf:16"]);
+        assert_success(&run, protection);
+        assert_eq!(run.returned, Some(1), "[{protection}] faults the handler saw");
+        assert_eq!(run.accesses, vec![write(0, 0, 8), write(0, 8, 8)], "[{protection}] accesses");
+    }
+}
