@@ -37,6 +37,7 @@ struct Channel {
     from_supervisor: IpcReceiver<SupervisorMessage>,
     timeout: Duration,
     protection: Protection,
+    emulate: bool,
 }
 
 enum Status {
@@ -84,7 +85,13 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
             drop((supervisor_inbox, to_child));
             die_with_parent(parent_pid)?;
             let protection = choose_protection(options.page_protection);
-            let channel = Channel { to_supervisor, from_supervisor: child_inbox, timeout: options.message_timeout, protection };
+            let channel = Channel {
+                to_supervisor,
+                from_supervisor: child_inbox,
+                timeout: options.message_timeout,
+                protection,
+                emulate: options.emulate_simple_accesses,
+            };
             let attached = channel.receive();
             match attached {
                 Ok(SupervisorMessage::Attached(Ok(()))) => {
@@ -209,7 +216,7 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     let protection = channel.protection;
     let fault_signals = FaultSignals::capture();
     protect(set, protection, Protect::Close)?;
-    let request = StartRequest { pages: set.runs().to_vec(), page_size, protection };
+    let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate };
     let started = channel.request(ChildMessage::Start(request)).and_then(|()| channel.receive());
     let rejection = match started {
         Ok(SupervisorMessage::StartReply(StartReply::Started)) => None,

@@ -28,6 +28,10 @@ pub struct StartRequest {
     pub page_size: u64,
     /// How the child made the pages fault, and so how the supervisor opens them for one step.
     pub protection: Protection,
+    /// Whether the supervisor may carry out simple loads and stores itself instead of
+    /// stepping them.
+    #[serde(default)]
+    pub emulate: bool,
 }
 
 /// How the traced pages are kept from being accessed during a call.

@@ -41,6 +41,9 @@ pub enum Action {
     /// Read the stopped thread's vector and opmask registers and feed them back as
     /// [`super::ExecEvent::VectorRegisters`].
     ReadVectorRegisters { tid: i32 },
+    /// Read `len` bytes of the process of thread `tid` at `addr`, whatever the protection,
+    /// and feed them back as [`super::ExecEvent::Memory`].
+    ReadMemory { tid: i32, addr: u64, len: usize },
     /// Read what the program does with `signal` and feed it back as
     /// [`super::ExecEvent::Disposition`].
     ReadDisposition { tid: i32, signal: i32 },

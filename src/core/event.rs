@@ -32,6 +32,9 @@ pub enum ExecEvent {
     /// after [`super::Action::ContinueToSyscall`].
     #[allow(missing_docs)]
     Syscall { tid: i32, regs: Registers, phase: SyscallPhase },
+    /// The memory [`super::Action::ReadMemory`] asked for, or `None` if it could not be read.
+    #[allow(missing_docs)]
+    Memory { tid: i32, bytes: Option<Vec<u8>> },
     /// The disposition [`super::Action::ReadDisposition`] asked for.
     #[allow(missing_docs)]
     Disposition { tid: i32, disposition: Disposition },

@@ -25,6 +25,7 @@
 
 mod access;
 mod action;
+mod emulation;
 mod event;
 mod pages;
 mod report;
@@ -95,6 +96,9 @@ pub(crate) enum Thread {
     FetchingVectors(SignalStop),
     /// One faulting instruction is being stepped with its pages open.
     Stepping(AccessStep),
+    /// Its faulting instruction is carried out by the supervisor, which waits for the memory
+    /// the instruction reads.
+    Emulating(emulation::Emulating),
     /// Stopped with a fault signal whose disposition was asked for.
     FetchingDisposition(SignalStop),
     /// Faulted on a traced page and waits for every other thread to stop before its pages
@@ -121,6 +125,9 @@ pub(crate) struct Call {
     pub(crate) pages: PageSet,
     pub(crate) protection: Protection,
     pub(crate) trace: CallTrace,
+    /// Simple instructions may be carried out by the supervisor: the child asked for it and
+    /// no system call has changed the traced pages' mapping since the call started.
+    pub(crate) emulation: bool,
 }
 
 impl Supervisor {
@@ -168,6 +175,7 @@ impl Supervisor {
             ExecEvent::OtherStop { tid, regs } => self.on_other_stop(tid, regs),
             ExecEvent::Syscall { tid, regs, phase } => self.on_syscall(tid, &regs, phase),
             ExecEvent::Disposition { tid, disposition } => self.on_disposition(tid, disposition),
+            ExecEvent::Memory { tid, bytes } => self.on_memory(tid, bytes),
             ExecEvent::TaskExited { tid } => self.on_task_exited(tid),
             ExecEvent::Exited { status } => self.on_exit(ExitStatus::Exited(status)),
             ExecEvent::Killed { signal, core_dumped } => self.on_exit(ExitStatus::Killed { signal, core_dumped }),
@@ -194,6 +202,9 @@ impl Supervisor {
 
     fn on_syscall(&mut self, tid: i32, regs: &crate::regs::Registers, phase: SyscallPhase) -> Vec<Action> {
         if let (SyscallPhase::Entry, Some(call)) = (phase, self.call.as_mut()) {
+            if syscalls::changes_mapping(call, regs) {
+                call.emulation = false;
+            }
             if let Some(note) = syscalls::check_entry(call, regs) {
                 debug!(tid, name = %note.name, effect = %note.effect, "system call on traced pages");
                 call.trace.system_calls.push(note);
@@ -297,6 +308,10 @@ impl Supervisor {
                 warn!(tid, signal = stop.info.signo, "signal stop while waiting for a disposition");
                 (Thread::FetchingDisposition(pending), Vec::new())
             }
+            Thread::Emulating(emulating) => {
+                warn!(tid, signal = stop.info.signo, "signal stop while carrying out an instruction");
+                (Thread::Emulating(emulating), Vec::new())
+            }
             Thread::Waiting(waiting) => {
                 // It is stopped at its fault, so no stop should come; keep the first.
                 warn!(tid, signal = stop.info.signo, "signal stop of a waiting thread");
@@ -325,6 +340,13 @@ impl Supervisor {
         }
         let traced_fault = self.call.as_ref().is_some_and(|call| is_traced_fault(call, &stop));
         if traced_fault {
+            if let Some(plan) = self.call.as_ref().and_then(|call| emulation::plan(call, &stop)) {
+                let Some(call) = self.call.as_mut() else { return (Thread::Running, Vec::new()) };
+                return match emulation::start(call, stop, plan) {
+                    (Some(emulating), actions) => (Thread::Emulating(emulating), actions),
+                    (None, actions) => (Thread::Running, actions),
+                };
+            }
             if self.uses_mprotect() {
                 return self.stop_the_world(stop);
             }
@@ -439,6 +461,31 @@ impl Supervisor {
         actions
     }
 
+    fn on_memory(&mut self, tid: i32, bytes: Option<Vec<u8>>) -> Vec<Action> {
+        let Some(Thread::Emulating(emulating)) = self.threads.remove(&tid) else {
+            warn!(tid, "memory received while none was requested");
+            return Vec::new();
+        };
+        let Some(call) = self.call.as_mut() else {
+            self.threads.insert(tid, Thread::Running);
+            return vec![Action::Continue { tid, signal: None }];
+        };
+        match emulating.complete(call, bytes) {
+            Ok(actions) => {
+                self.threads.insert(tid, Thread::Running);
+                actions
+            }
+            Err(stop) => {
+                // The memory could not be read: step the instruction instead.
+                warn!(tid, "reading memory to carry out an instruction failed; stepping it");
+                call.emulation = false;
+                let (next, actions) = if self.uses_mprotect() { self.stop_the_world(stop) } else { self.start_access(stop, None) };
+                self.threads.insert(tid, next);
+                self.schedule(actions)
+            }
+        }
+    }
+
     fn on_disposition(&mut self, tid: i32, disposition: Disposition) -> Vec<Action> {
         match self.threads.remove(&tid) {
             Some(Thread::FetchingDisposition(mut stop)) => {
@@ -518,10 +565,15 @@ impl Supervisor {
                 self.threads.insert(tid, Thread::FetchingDisposition(stop));
                 Vec::new()
             }
+            Some(Thread::Emulating(emulating)) => {
+                self.threads.insert(tid, Thread::Emulating(emulating));
+                Vec::new()
+            }
             // A pending fault is dropped: the thread re-executes its instruction and faults again.
+            // Threads held for that fault are scheduled anew.
             Some(Thread::FetchingVectors(_) | Thread::Running) | None => {
                 self.threads.insert(tid, Thread::Running);
-                vec![Action::Continue { tid, signal: None }]
+                self.schedule(vec![Action::Continue { tid, signal: None }])
             }
         }
     }
@@ -570,7 +622,7 @@ fn start_call(request: StartRequest) -> Result<Call, String> {
         }
         _ => {}
     }
-    Ok(Call { pages, protection: request.protection, trace: CallTrace::default() })
+    Ok(Call { pages, protection: request.protection, trace: CallTrace::default(), emulation: request.emulate })
 }
 
 /// Returns true for a thread that steps, or is about to, with pages it opens with `mprotect`.

@@ -50,6 +50,16 @@ pub(super) fn check_entry(call: &Call, regs: &Registers) -> Option<SystemCallOnT
     })
 }
 
+/// Returns true if the system call changes the mapping or protection of traced pages.
+pub(super) fn changes_mapping(call: &Call, regs: &Registers) -> bool {
+    let (start, len) = (regs.rdi, regs.rsi);
+    match regs.orig_rax {
+        SYS_MPROTECT | SYS_PKEY_MPROTECT | SYS_MUNMAP | SYS_MREMAP | SYS_MADVISE => overlaps(call, start, len),
+        SYS_MMAP => regs.r10 & MAP_FIXED != 0 && overlaps(call, start, len),
+        _ => false,
+    }
+}
+
 fn overlaps(call: &Call, start: u64, len: u64) -> bool {
     !call.pages.traced_pages_of(start, start.saturating_add(len)).is_empty()
 }

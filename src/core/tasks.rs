@@ -7,7 +7,9 @@
 //! with `mprotect` its pages are left alone (opening them would open the program's).
 //!
 //! The kernel reports the creation at the parent (`NewTask`) and the new task's first stop
-//! separately, in either order, so each side waits for the other here.
+//! separately, in either order, so each side waits for the other here. A process is released
+//! for the call that ran when the first of the two arrived, since the fork happened before
+//! it: a call may end or start before the second one arrives.
 
 use std::collections::BTreeMap;
 
@@ -25,9 +27,22 @@ const PROT_READ_WRITE: u64 = 0x1 | 0x2;
 /// being made ready to detach.
 #[derive(Debug, Default)]
 pub(crate) struct NewTasks {
-    announced: BTreeMap<i32, TaskKind>,
-    stopped_early: BTreeMap<i32, Option<Registers>>,
+    announced: BTreeMap<i32, (TaskKind, Option<ForkedCall>)>,
+    stopped_early: BTreeMap<i32, (Option<Registers>, Option<ForkedCall>)>,
     releasing: BTreeMap<i32, Release>,
+}
+
+/// The call that ran when a new task was first reported, whose pages a forked process's copy
+/// of memory has protected.
+#[derive(Clone, Debug)]
+struct ForkedCall {
+    protection: Protection,
+    runs: Vec<PageRange>,
+}
+
+fn running_call(supervisor: &Supervisor) -> Option<ForkedCall> {
+    let call = supervisor.call.as_ref()?;
+    Some(ForkedCall { protection: call.protection, runs: call.pages.runs().to_vec() })
 }
 
 /// A forked process whose copy of the pages is being opened with the `mprotect` gadget.
@@ -43,7 +58,7 @@ struct Release {
 impl NewTasks {
     /// Returns true if `tid` is a process the program forked that is still traced.
     pub(crate) fn is_new_process(&self, tid: i32) -> bool {
-        self.releasing.contains_key(&tid) || matches!(self.announced.get(&tid), Some(TaskKind::Fork | TaskKind::Vfork))
+        self.releasing.contains_key(&tid) || matches!(self.announced.get(&tid), Some((TaskKind::Fork | TaskKind::Vfork, _)))
     }
 
     pub(crate) fn forget(&mut self, tid: i32) {
@@ -57,12 +72,16 @@ impl NewTasks {
 pub(super) fn on_new_task(supervisor: &mut Supervisor, tid: i32, kind: TaskKind) -> Vec<Action> {
     debug!(tid, ?kind, "new task");
     match supervisor.tasks.stopped_early.remove(&tid) {
-        Some(regs) => first_stop(supervisor, tid, kind, regs),
+        Some((regs, call)) => first_stop(supervisor, tid, kind, regs, call),
         None => {
             if kind == TaskKind::Thread {
-                supervisor.threads.insert(tid, Thread::Running);
+                // While pages are open with mprotect, the thread is held from its first stop
+                // on, and that stop is awaited like an interrupted thread's.
+                let state = if supervisor.world_stopped() { Thread::Held(Held::default()) } else { Thread::Running };
+                supervisor.threads.insert(tid, state);
             }
-            supervisor.tasks.announced.insert(tid, kind);
+            let call = running_call(supervisor);
+            supervisor.tasks.announced.insert(tid, (kind, call));
             Vec::new()
         }
     }
@@ -75,9 +94,10 @@ pub(super) fn on_task_stop(supervisor: &mut Supervisor, tid: i32, regs: Option<R
         return vec![Action::Step { tid, signal: None }];
     }
     match supervisor.tasks.announced.remove(&tid) {
-        Some(kind) => first_stop(supervisor, tid, kind, regs),
+        Some((kind, call)) => first_stop(supervisor, tid, kind, regs, call),
         None => {
-            supervisor.tasks.stopped_early.insert(tid, regs);
+            let call = running_call(supervisor);
+            supervisor.tasks.stopped_early.insert(tid, (regs, call));
             Vec::new()
         }
     }
@@ -88,9 +108,12 @@ pub(super) fn on_process_signal(supervisor: &mut Supervisor, stop: SignalStop) -
     let tid = stop.tid;
     let Some(mut release) = supervisor.tasks.releasing.remove(&tid) else {
         // Its first stop is a signal: release it and deliver the signal afterwards.
-        let kind = supervisor.tasks.announced.remove(&tid).unwrap_or(TaskKind::Fork);
+        let (kind, call) = match supervisor.tasks.announced.remove(&tid) {
+            Some(announced) => announced,
+            None => (TaskKind::Fork, running_call(supervisor)),
+        };
         let mut actions = vec![Action::QueueSignal { tid, info: stop.info }];
-        actions.extend(first_stop(supervisor, tid, kind, Some(stop.regs)));
+        actions.extend(first_stop(supervisor, tid, kind, Some(stop.regs), call));
         return actions;
     };
     let step_trap = stop.info.signo == SIGTRAP && stop.info.code > 0 && stop.info.code <= 2;
@@ -114,8 +137,15 @@ pub(super) fn on_process_signal(supervisor: &mut Supervisor, stop: SignalStop) -
     actions
 }
 
-/// The new task has stopped and its kind is known: resume a thread, release a process.
-fn first_stop(supervisor: &mut Supervisor, tid: i32, kind: TaskKind, regs: Option<Registers>) -> Vec<Action> {
+/// The new task has stopped and its kind is known: resume a thread, release a process for
+/// `call`, the call that ran when it was forked.
+fn first_stop(
+    supervisor: &mut Supervisor,
+    tid: i32,
+    kind: TaskKind,
+    regs: Option<Registers>,
+    call: Option<ForkedCall>,
+) -> Vec<Action> {
     if kind == TaskKind::Thread {
         if supervisor.world_stopped() {
             supervisor.threads.insert(tid, Thread::Held(Held { stopped: true, ..Held::default() }));
@@ -124,7 +154,7 @@ fn first_stop(supervisor: &mut Supervisor, tid: i32, kind: TaskKind, regs: Optio
         supervisor.threads.insert(tid, Thread::Running);
         return vec![Action::Continue { tid, signal: None }];
     }
-    let Some(call) = supervisor.call.as_ref() else {
+    let Some(call) = call else {
         return vec![Action::Detach { tid }];
     };
     match (call.protection, kind, regs) {
@@ -132,8 +162,7 @@ fn first_stop(supervisor: &mut Supervisor, tid: i32, kind: TaskKind, regs: Optio
             vec![Action::SetKeyRights { tid, key, rights: KeyRights::ReadWrite }, Action::Detach { tid }]
         }
         (Protection::Mprotect { syscall_gadget, .. }, TaskKind::Fork, Some(saved_regs)) => {
-            let runs = call.pages.runs().to_vec();
-            let release = Release { saved_regs, runs, next: 0, gadget: syscall_gadget, signals: Vec::new() };
+            let release = Release { saved_regs, runs: call.runs, next: 0, gadget: syscall_gadget, signals: Vec::new() };
             let Some(run) = release.runs.first().copied() else {
                 return vec![Action::Detach { tid }];
             };

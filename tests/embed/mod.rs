@@ -36,7 +36,8 @@ pub fn options_from_environment() -> ffitrace::Options {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or_default();
-    ffitrace::Options { page_protection, ..ffitrace::Options::default() }
+    let emulate_simple_accesses = std::env::var("FFITRACE_EMULATE").map_or(true, |value| value != "0");
+    ffitrace::Options { page_protection, emulate_simple_accesses, ..ffitrace::Options::default() }
 }
 
 pub fn main() {

@@ -76,7 +76,8 @@ fn run() -> i32 {
         Err(_) => ffitrace::PageProtection::Auto,
     };
     let report = crash::handler(buffers.clone(), style, page_size);
-    let options = ffitrace::Options { report, page_protection, ..Default::default() };
+    let emulate_simple_accesses = std::env::var("FFITRACE_EMULATE").map_or(true, |value| value != "0");
+    let options = ffitrace::Options { report, page_protection, emulate_simple_accesses, ..Default::default() };
     // SAFETY: nothing in this program has started a thread yet.
     if let Err(error) = unsafe { ffitrace::init(options) } {
         eprintln!("error: cannot trace the call: {error}");
