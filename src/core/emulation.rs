@@ -1,7 +1,7 @@
 //! Carrying out a faulting instruction in the supervisor: one stop instead of a single-step.
 //!
 //! Only plans whose every access lies on traced pages are taken, and only while the native
-//! code has not changed those pages' mapping: the supervisor writes through `/proc/PID/mem`,
+//! code has not changed those pages' mapping. The supervisor writes through `/proc/PID/mem`,
 //! which ignores protection, so it must know the pages are readable and writable.
 //!
 //! ```text
@@ -29,7 +29,7 @@ pub(super) fn plan(call: &Call, stop: &SignalStop) -> Option<EmulationPlan> {
     all_traced.then_some(plan)
 }
 
-/// True when every page of `start..end` is traced.
+/// Returns true when every page of `start..end` is traced.
 fn covered(call: &Call, start: u64, end: u64) -> bool {
     let page = call.pages.page_size();
     let first = start & !(page - 1);

@@ -1,8 +1,8 @@
 //! System calls made during a traced call that name traced pages.
 //!
 //! During a call every thread stops at system-call entries. A call that changes the mapping
-//! of traced pages, or hands the kernel a pointer into them, is recorded in the trace: the
-//! kernel's own accesses respect the pages' protection (they fail with `EFAULT`) and raise no
+//! of traced pages, or hands the kernel a pointer into them, is recorded in the trace. The
+//! kernel's own accesses respect the pages' protection: they fail with `EFAULT` and raise no
 //! fault the supervisor could step, so the trace would otherwise miss them silently.
 
 use super::Call;
@@ -24,7 +24,7 @@ pub(super) fn check_entry(call: &Call, regs: &Registers) -> Option<SystemCallOnT
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
     let effect = match number {
         SYS_MPROTECT if matches!(call.protection, Protection::ProtectionKey { .. }) => {
-            // mprotect keeps a page's protection key, so tracing goes on; a protection that
+            // mprotect keeps a page's protection key, so tracing goes on. A protection that
             // forbids an access makes it fault for real when it is stepped.
             return None;
         }
