@@ -17,6 +17,10 @@ pub enum ChildMessage {
     End,
     /// The supervisor should exit with this status when the program exits normally.
     SetExitCode(i32),
+    /// The child received the trace of its last call. Sent without stopping: the supervisor
+    /// reads it with the next message, or when the program ends, to learn whether that trace
+    /// still has to be reported.
+    TraceReceived,
 }
 
 /// The pages of one traced call and the facts the supervisor needs to trace them.

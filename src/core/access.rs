@@ -227,18 +227,16 @@ pub(super) fn on_signal_after_call(mut step: AccessStep, stop: SignalStop) -> (T
     step.accesses.clear();
     let mut actions = Vec::new();
     step.resume_regs = match step.phase {
-        // The gadget ran (or faulted): the instruction runs again on the pages, which the
-        // child has made accessible.
+        // The gadget ran (or faulted): the instruction runs again, on pages the child has made
+        // accessible or that a new call traces.
         Phase::Opening(_) => step.fault_regs,
         Phase::Instruction if trap => {
             actions.extend(step.flags_image_fix(&stop.regs));
             stop.regs
         }
-        // The instruction crashed: deliver its fault.
-        Phase::Instruction => {
-            step.deferred.insert(0, stop.info);
-            stop.regs
-        }
+        // The instruction faulted, so it restarts: a crash faults again and is handled as any
+        // fault, and a fault on pages a new call protects starts an access of that call.
+        Phase::Instruction => stop.regs,
         Phase::Closing(_) => step.resume_regs,
     };
     if let Protection::ProtectionKey { key } = step.protection {

@@ -50,6 +50,9 @@ pub enum Action {
     /// Receive the next message the child sent over the IPC channel and feed it back as
     /// [`super::ExecEvent::Message`] (or [`super::ExecEvent::MessageLost`]).
     ReceiveMessage,
+    /// Like `ReceiveMessage`, for a message that, if it exists, was sent already: wait only
+    /// briefly. Used after the program ended.
+    PollMessage,
     /// Send a message to the child over the IPC channel.
     Reply(SupervisorMessage),
     /// Hand a diagnosis to the embedder (crash, death mid-call, protocol breach).

@@ -77,6 +77,9 @@ pub struct Supervisor {
     awaiting_message: Option<i32>,
     threads: BTreeMap<i32, Thread>,
     tasks: tasks::NewTasks,
+    /// The last call's trace and pages, sent to the child but not yet acknowledged: if the
+    /// program ends before it says it received them, they are reported instead.
+    undelivered: Option<(CallTrace, Vec<crate::event::PageRange>)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +87,9 @@ enum Lifecycle {
     Running,
     /// A fatal fault was reported and the program is about to die of it.
     Dying,
+    /// The program ended with this status; the core checks whether it received its last
+    /// trace before finishing.
+    Ending(ExitStatus),
     /// The program is gone.
     Finished,
 }
@@ -144,6 +150,7 @@ impl Supervisor {
             awaiting_message: None,
             threads,
             tasks: tasks::NewTasks::default(),
+            undelivered: None,
         }
     }
 
@@ -210,17 +217,32 @@ impl Supervisor {
                 call.trace.system_calls.push(note);
             }
         }
-        match self.threads.get_mut(&tid) {
-            // The interrupt this held thread owes may come as this stop: it stays stopped.
-            Some(Thread::Held(held)) => {
-                held.stopped = true;
-                self.schedule(Vec::new())
+        match self.threads.get(&tid) {
+            // The interrupt a held thread owes may come as this stop: it stays stopped. Other
+            // states see this stop only from a confused driver, since only `ContinueToSyscall`
+            // leads to it; it is answered as any stop that is not a signal delivery, so a step
+            // in flight is repeated.
+            Some(Thread::Held(_) | Thread::Stepping(_) | Thread::Waiting(_) | Thread::FetchingDisposition(_)) => {
+                self.on_other_stop(tid, Some(*regs))
             }
             _ => vec![Action::Continue { tid, signal: None }],
         }
     }
 
     fn on_message(&mut self, message: ChildMessage) -> Vec<Action> {
+        if let ChildMessage::TraceReceived = message {
+            // An acknowledgement queued before the message the core asked for: read on.
+            self.undelivered = None;
+            return match self.lifecycle {
+                Lifecycle::Ending(status) => self.finish(status),
+                _ => vec![Action::ReceiveMessage],
+            };
+        }
+        if let Lifecycle::Ending(status) = self.lifecycle {
+            // Read on: the acknowledgement may follow, and the closed channel ends the loop.
+            debug!(?message, ?status, "message from a program that has ended");
+            return vec![Action::PollMessage];
+        }
         let Some(tid) = self.awaiting_message.take() else {
             warn!(?message, "message received while none was requested");
             return Vec::new();
@@ -239,9 +261,13 @@ impl Supervisor {
                 Err(reason) => SupervisorMessage::StartReply(StartReply::Rejected(reason)),
             },
             ChildMessage::End => match self.finish_call() {
-                Some(trace) => SupervisorMessage::Trace(trace),
+                Some((trace, pages)) => {
+                    self.undelivered = Some((trace.clone(), pages));
+                    SupervisorMessage::Trace(trace)
+                }
                 None => SupervisorMessage::Rejected("no traced call is running".to_string()),
             },
+            ChildMessage::TraceReceived => return Vec::new(),
             ChildMessage::SetExitCode(code) => {
                 self.exit_code = Some(code);
                 return vec![resume];
@@ -253,7 +279,7 @@ impl Supervisor {
 
     /// Ends the call and returns its trace. Threads still stepping finish their step without
     /// recording it (see [`access::on_signal_after_call`]), even if another call starts first.
-    fn finish_call(&mut self) -> Option<CallTrace> {
+    fn finish_call(&mut self) -> Option<(CallTrace, Vec<crate::event::PageRange>)> {
         let call = self.call.take()?;
         for thread in self.threads.values_mut() {
             if let Thread::Stepping(step) = thread {
@@ -261,10 +287,20 @@ impl Supervisor {
             }
         }
         debug!(accesses = call.trace.accesses.len(), "traced call ends");
-        Some(call.trace)
+        let pages = call.pages.runs().to_vec();
+        Some((call.trace, pages))
     }
 
     fn on_message_lost(&mut self, reason: String) -> Vec<Action> {
+        if let Lifecycle::Ending(status) = self.lifecycle {
+            // The program ended without acknowledging its last trace: report it.
+            let mut actions = Vec::new();
+            if let Some((trace, pages)) = self.undelivered.take() {
+                actions.push(Action::Report(Report::DiedDuringCall { status, trace, pages }));
+            }
+            actions.extend(self.finish(status));
+            return actions;
+        }
         if self.awaiting_message.take().is_none() {
             warn!(%reason, "message lost while none was requested");
             return Vec::new();
@@ -366,8 +402,9 @@ impl Supervisor {
 
     fn start_access(&mut self, stop: SignalStop, vectors: Option<&VectorRegisters>) -> (Thread, Vec<Action>) {
         let tid = stop.tid;
-        let Some(call) = self.call.as_mut() else {
-            // The call ended while the fault waited: the pages are accessible again.
+        let Some(call) = self.call.as_mut().filter(|call| is_traced_fault(call, &stop)) else {
+            // The call ended while the fault waited, so the pages are accessible again, or a
+            // new call that does not trace the page has started: the instruction runs again.
             return (Thread::Running, vec![Action::Continue { tid, signal: None }]);
         };
         match access::start(call, stop, vectors) {
@@ -395,7 +432,9 @@ impl Supervisor {
             .filter(|(&other, thread)| other != tid && matches!(thread, Thread::Running))
             .map(|(&other, _)| other)
             .collect();
-        if running.is_empty() {
+        // A thread interrupted earlier may not have stopped yet: the access waits for it too.
+        let stopping = self.threads.values().any(|thread| matches!(thread, Thread::Held(Held { stopped: false, .. })));
+        if running.is_empty() && !stopping {
             return self.start_access(stop, None);
         }
         let mut actions = Vec::new();
@@ -598,7 +637,24 @@ impl Supervisor {
                 let pages = call.pages.runs().to_vec();
                 actions.push(Action::Report(Report::DiedDuringCall { status, trace: call.trace, pages }));
             }
+            self.undelivered = None;
         }
+        actions.extend(self.finish_if_no_acknowledgement(status));
+        actions
+    }
+
+    /// Finishes, unless the last trace may not have reached the program: then the core reads
+    /// the program's remaining messages for the acknowledgement first.
+    fn finish_if_no_acknowledgement(&mut self, status: ExitStatus) -> Vec<Action> {
+        if self.undelivered.is_some() && !matches!(self.lifecycle, Lifecycle::Ending(_)) {
+            self.lifecycle = Lifecycle::Ending(status);
+            return vec![Action::PollMessage];
+        }
+        self.finish(status)
+    }
+
+    fn finish(&mut self, status: ExitStatus) -> Vec<Action> {
+        let mut actions = Vec::new();
         let exit_code = match (status, self.exit_code) {
             (ExitStatus::Exited(0), Some(code)) => code,
             _ => status.shell_code(),

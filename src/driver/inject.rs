@@ -1,6 +1,6 @@
 //! Test-only fault injection, compiled only with the `fault-injection` cargo feature.
 //!
-//! `FFITRACE_INJECT=<when>:<n>:<how>` makes the supervisor act once, the `n`th time (counting
+//! `FFITRACE_INJECT=<when>:<n>:<fault>` makes the supervisor act once, the `n`th time (counting
 //! from 1) it reaches the driver step `<when>`:
 //!
 //! - `before-action:<Action variant>`: just before the driver executes that action, for
@@ -9,7 +9,7 @@
 //!   returned for that event. `Exited` and `Killed` never get there, because their `Finish`
 //!   action ends the supervisor.
 //!
-//! `<how>` is one of:
+//! `<fault>` is one of:
 //!
 //! - `kill-program`: send SIGKILL to the traced program;
 //! - `term-program`: send SIGTERM, whose default action ends the program;
@@ -18,7 +18,7 @@
 //! - `kill-supervisor`: the supervisor calls `_exit(99)` on the spot and leaves the program to
 //!   the kernel, which kills it through `PTRACE_O_EXITKILL` and `PR_SET_PDEATHSIG`.
 //!
-//! Before it acts, the supervisor prints `ffitrace: injected <how> at <when>:<n>` on stderr.
+//! Before it acts, the supervisor prints `ffitrace: injected <fault> at <when>:<n>` on stderr.
 //! The signals are not sent once the program has been reaped (at `Finish`, and at the report
 //! of a death during a call), because its process id may then belong to another process.
 //!
@@ -51,6 +51,7 @@ const ACTION_NAMES: &[&str] = &[
     "ReadMemory",
     "ReadDisposition",
     "ReceiveMessage",
+    "PollMessage",
     "Reply",
     "Report",
     "Kill",
@@ -72,42 +73,42 @@ const EVENT_NAMES: &[&str] = &[
     "Killed",
 ];
 
-/// What to do at the chosen step.
+/// The fault injected at the chosen step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum How {
+enum Fault {
     KillProgram,
     TermProgram,
     ExitProgram,
     KillSupervisor,
 }
 
-impl How {
-    fn parse(text: &str) -> Option<How> {
+impl Fault {
+    fn parse(text: &str) -> Option<Fault> {
         match text {
-            "kill-program" => Some(How::KillProgram),
-            "term-program" => Some(How::TermProgram),
-            "exit-program" => Some(How::ExitProgram),
-            "kill-supervisor" => Some(How::KillSupervisor),
+            "kill-program" => Some(Fault::KillProgram),
+            "term-program" => Some(Fault::TermProgram),
+            "exit-program" => Some(Fault::ExitProgram),
+            "kill-supervisor" => Some(Fault::KillSupervisor),
             _ => None,
         }
     }
 
     fn name(self) -> &'static str {
         match self {
-            How::KillProgram => "kill-program",
-            How::TermProgram => "term-program",
-            How::ExitProgram => "exit-program",
-            How::KillSupervisor => "kill-supervisor",
+            Fault::KillProgram => "kill-program",
+            Fault::TermProgram => "term-program",
+            Fault::ExitProgram => "exit-program",
+            Fault::KillSupervisor => "kill-supervisor",
         }
     }
 
-    /// The signal sent to the program, or `None` when the supervisor itself exits.
+    /// Returns the signal to send to the program, or `None` when the supervisor itself exits.
     fn signal(self) -> Option<i32> {
         match self {
-            How::KillProgram => Some(libc::SIGKILL),
-            How::TermProgram => Some(libc::SIGTERM),
-            How::ExitProgram => Some(libc::SIGUSR2),
-            How::KillSupervisor => None,
+            Fault::KillProgram => Some(libc::SIGKILL),
+            Fault::TermProgram => Some(libc::SIGTERM),
+            Fault::ExitProgram => Some(libc::SIGUSR2),
+            Fault::KillSupervisor => None,
         }
     }
 }
@@ -116,7 +117,7 @@ impl How {
 enum Plan {
     Off,
     List,
-    Once { phase: &'static str, step: &'static str, occurrence: u32, how: How, done: bool },
+    Once { phase: &'static str, step: &'static str, occurrence: u32, fault: Fault, done: bool },
 }
 
 /// The parsed variable and how often each step has been reached.
@@ -142,33 +143,33 @@ fn reach(pid: i32, phase: &'static str, step: &'static str, program_reaped: bool
     match &mut injector.plan {
         Plan::Off => {}
         Plan::List => eprintln!("ffitrace: injection point {phase}:{step}:{count}"),
-        Plan::Once { phase: chosen_phase, step: chosen_step, occurrence, how, done } => {
+        Plan::Once { phase: chosen_phase, step: chosen_step, occurrence, fault, done } => {
             let chosen = *chosen_phase == phase && *chosen_step == step && *occurrence == count;
             if !chosen || *done {
                 return;
             }
-            let signal = how.signal();
+            let signal = fault.signal();
             if signal.is_some() && program_reaped {
                 return;
             }
             *done = true;
-            eprintln!("ffitrace: injected {} at {phase}:{step}:{count}", how.name());
+            eprintln!("ffitrace: injected {} at {phase}:{step}:{count}", fault.name());
             match signal {
                 // SAFETY: kill takes no pointers. The program is not reaped yet, so `pid` is
                 // still its process id.
                 Some(signal) => unsafe {
                     libc::kill(pid, signal);
                 },
-                // SAFETY: _exit ends the process at once, which is the point: no destructor,
-                // no flush and no goodbye to the program.
+                // SAFETY: _exit ends the process at once without running destructors, which is
+                // the point: the supervisor vanishes as if it had crashed.
                 None => unsafe { libc::_exit(SUPERVISOR_EXIT_STATUS) },
             }
         }
     }
 }
 
-/// Reads `FFITRACE_INJECT`; an invalid value ends the supervisor, so a misspelt step cannot
-/// make a test pass by never firing.
+/// Reads `FFITRACE_INJECT`. An invalid value ends the supervisor, so that a misspelt step
+/// cannot make a test pass by never firing.
 fn read_plan() -> Plan {
     let Ok(value) = std::env::var(VARIABLE) else {
         return Plan::Off;
@@ -187,31 +188,38 @@ fn read_plan() -> Plan {
 
 fn parse_plan(value: &str) -> Result<Plan, String> {
     let fields: Vec<&str> = value.split(':').collect();
-    let [phase, step, occurrence, how] = fields[..] else {
-        return Err("expected 'list' or <when>:<n>:<how>, where <when> is before-action:<Action> or after-event:<ExecEvent>".to_string());
+    let [phase, step, occurrence, fault] = fields[..] else {
+        return Err(
+            "expected 'list' or <when>:<n>:<fault>, where <when> is before-action:<Action> or after-event:<ExecEvent>"
+                .to_string(),
+        );
     };
     let (phase, names) = match phase {
         "before-action" => ("before-action", ACTION_NAMES),
         "after-event" => ("after-event", EVENT_NAMES),
         other => return Err(format!("invalid step kind '{other}': expected 'before-action' or 'after-event'")),
     };
-    let step = names.iter().copied().find(|name| *name == step).ok_or_else(|| format!("unknown {phase} step '{step}'"))?;
+    let step =
+        names.iter().copied().find(|name| *name == step).ok_or_else(|| format!("unknown {phase} step '{step}'"))?;
     let occurrence = match occurrence.parse::<u32>() {
         Ok(number) if number >= 1 => number,
         _ => return Err(format!("invalid occurrence '{occurrence}': expected a number from 1")),
     };
-    let how = How::parse(how)
-        .ok_or_else(|| format!("invalid action '{how}': expected kill-program, term-program, exit-program or kill-supervisor"))?;
-    Ok(Plan::Once { phase, step, occurrence, how, done: false })
+    let fault = Fault::parse(fault).ok_or_else(|| {
+        format!("invalid fault '{fault}': expected kill-program, term-program, exit-program or kill-supervisor")
+    })?;
+    Ok(Plan::Once { phase, step, occurrence, fault, done: false })
 }
 
-/// The hook before the driver executes `action`.
+/// Counts the step before the driver executes `action` and injects the fault if it is the
+/// chosen one.
 pub(super) fn before_action(pid: i32, action: &Action) {
     let program_reaped = matches!(action, Action::Finish { .. } | Action::Report(Report::DiedDuringCall { .. }));
     reach(pid, "before-action", action_name(action), program_reaped);
 }
 
-/// The hook after the driver has executed every action for an event named by [`event_name`].
+/// Counts the step after the driver has executed every action for the event named `name` (see
+/// [`event_name`]) and injects the fault if it is the chosen one.
 pub(super) fn after_event(pid: i32, name: &'static str) {
     reach(pid, "after-event", name, false);
 }
@@ -232,6 +240,7 @@ fn action_name(action: &Action) -> &'static str {
         Action::ReadMemory { .. } => "ReadMemory",
         Action::ReadDisposition { .. } => "ReadDisposition",
         Action::ReceiveMessage => "ReceiveMessage",
+        Action::PollMessage => "PollMessage",
         Action::Reply(_) => "Reply",
         Action::Report(_) => "Report",
         Action::Kill => "Kill",
@@ -264,8 +273,8 @@ mod tests {
     #[test]
     fn plan_parses_each_field() {
         let plan = parse_plan("before-action:Step:3:kill-program").unwrap();
-        let Plan::Once { phase, step, occurrence, how, done } = plan else { panic!("expected a single injection") };
-        assert_eq!((phase, step, occurrence, how, done), ("before-action", "Step", 3, How::KillProgram, false));
+        let Plan::Once { phase, step, occurrence, fault, done } = plan else { panic!("expected a single injection") };
+        assert_eq!((phase, step, occurrence, fault, done), ("before-action", "Step", 3, Fault::KillProgram, false));
         assert!(parse_plan("after-event:Signal:1:kill-supervisor").is_ok());
     }
 

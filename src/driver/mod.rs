@@ -103,6 +103,8 @@ impl Driver {
             Action::Detach { tid } => ptrace::detach(tid),
             Action::Interrupt { tid } => ptrace::interrupt(tid),
             Action::ReceiveMessage => return Some(self.receive(self.options.message_timeout)),
+            // Anything the ended program sent is already in the socket.
+            Action::PollMessage => return Some(self.receive(Duration::from_millis(100))),
             Action::ReadMemory { tid, addr, len } => {
                 return Some(ExecEvent::Memory { tid, bytes: self.read_memory(tid, addr, len) });
             }
