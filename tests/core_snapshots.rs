@@ -18,6 +18,7 @@
 //! - `48 8b 07`: `mov rax, qword [rdi]`
 //! - `a4`: `movs byte [rdi], byte [rsi]`
 //! - `0f f7 c1`: `maskmovq mm0, mm1`
+//! - `c4 e2 6d 90 04 8f`: `vpgatherdd ymm0, [rdi+ymm1*4], ymm2`
 
 use std::collections::BTreeMap;
 
@@ -25,7 +26,7 @@ use ffitrace::core::{
     Action, Disposition, ExecEvent, SigInfo, SignalStop, Supervisor, TaskKind, PROTOCOL_COOKIE, PROTOCOL_SIGNAL,
 };
 use ffitrace::messages::{ChildMessage, Protection, StartRequest};
-use ffitrace::regs::Registers;
+use ffitrace::regs::{Registers, VectorRegisters};
 use ffitrace::PageRange;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -34,6 +35,8 @@ use serde_json::{Map, Value};
 const CHILD_PID: i32 = 4321;
 /// A second thread of the program.
 const THREAD: i32 = 4322;
+/// A third thread of the program.
+const THIRD_THREAD: i32 = 4323;
 /// A process the program forks.
 const FORKED: i32 = 4400;
 const PAGE_SIZE: u64 = 0x1000;
@@ -52,10 +55,12 @@ const CODE: u64 = 0x5555_5555_a000;
 const PROTOCOL_STOP_RIP: u64 = 0x7fff_f7e4_2000;
 /// Where a new task makes its first stop: just after the `clone` or `fork` system call.
 const CLONE_RETURN_RIP: u64 = 0x7fff_f7e5_1000;
+/// Where a running thread stops when the core interrupts it.
+const INTERRUPTED_RIP: u64 = 0x5555_5555_b000;
 /// Length of the `syscall` instruction: a step over the gadget moves `rip` this far.
 const SYSCALL_LEN: u64 = 2;
 
-const MPROTECT: Protection = Protection::Mprotect { syscall_gadget: GADGET };
+const MPROTECT: Protection = Protection::Mprotect { syscall_gadget: GADGET, zeroed_stack: None };
 const PKEY: Protection = Protection::ProtectionKey { key: KEY };
 
 const SIGTRAP: i32 = 5;
@@ -84,6 +89,8 @@ const MOVSB: &[u8] = &[0xa4];
 /// A byte-masked store to [rdi] whose mask lives in an MMX register the decoder does not
 /// read, so the store is only a possible write.
 const MASKMOVQ: &[u8] = &[0x0f, 0xf7, 0xc1];
+/// `vpgatherdd ymm0, [rdi+ymm1*4], ymm2`: its addresses depend on the vector registers.
+const VPGATHERDD: &[u8] = &[0xc4, 0xe2, 0x6d, 0x90, 0x04, 0x8f];
 
 /// One line of a transcript: an event and the actions the core returned for it.
 struct Entry {
@@ -141,7 +148,8 @@ impl Script {
 
     /// Plays the main thread starting a traced call on `pages`.
     fn start(&mut self, pages: &[PageRange]) {
-        let request = StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection };
+        let request =
+            StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate: false };
         self.send(CHILD_PID, ChildMessage::Start(request));
     }
 
@@ -155,6 +163,12 @@ impl Script {
     fn spawn_thread(&mut self, tid: i32) {
         self.feed(ExecEvent::NewTask { parent: CHILD_PID, tid, kind: TaskKind::Thread });
         self.feed(first_stop(tid));
+    }
+
+    /// Plays thread `tid` stopping for the core's `Interrupt`.
+    fn interrupted(&mut self, tid: i32) {
+        let regs = Registers { rip: INTERRUPTED_RIP, ..base_registers() };
+        self.feed(ExecEvent::OtherStop { tid, regs: Some(regs) });
     }
 
     /// Returns the registers the core last left `tid` with.
@@ -174,8 +188,8 @@ impl Script {
         self.feed(trap(tid, TRAP_BRKPT, regs));
     }
 
-    /// With `mprotect`, plays the gadget step that opens or closes the pages of one access.
-    /// A protection key needs no step: the core changes the thread's PKRU directly.
+    /// Plays the gadget step that opens or closes the pages of one access with `mprotect`. A
+    /// protection key needs no step, because the core changes the thread's PKRU directly.
     fn gadget_step(&mut self, tid: i32) {
         if matches!(self.protection, Protection::Mprotect { .. }) {
             self.syscall_returns(tid, 0);
@@ -264,6 +278,13 @@ fn alarm(tid: i32, regs: Registers) -> ExecEvent {
 /// Builds the first stop of a new task, just after the system call that created it.
 fn first_stop(tid: i32) -> ExecEvent {
     ExecEvent::OtherStop { tid, regs: Some(Registers { rip: CLONE_RETURN_RIP, ..base_registers() }) }
+}
+
+/// Returns vector registers for [`VPGATHERDD`]: ymm1 (the indices) is zero and every element
+/// of ymm2 (the mask) has its top bit set, so all eight elements load the dword at rdi.
+fn gather_vectors() -> VectorRegisters {
+    let mask = [u64::MAX, u64::MAX, u64::MAX, u64::MAX, 0, 0, 0, 0];
+    VectorRegisters { zmm: vec![[0; 8], [0; 8], mask], k: [0; 8] }
 }
 
 fn stop(tid: i32, info: SigInfo, regs: Registers, code: Vec<u8>, disposition: Disposition) -> ExecEvent {
@@ -789,22 +810,25 @@ fn concurrent_accesses_pkey() {
 
 #[test]
 fn concurrent_accesses_held() {
+    // The main thread's fault interrupts thread 4322, which stops at its own fault instead.
     let mut script = concurrent_accesses(MPROTECT);
     // The main thread runs its access; thread 4322 stays stopped at its fault meanwhile.
     script.syscall_returns(CHILD_PID, 0);
     script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 0x1234_5678);
     script.syscall_returns(CHILD_PID, 0);
-    // Released when the main thread resumes, thread 4322 runs its own access.
+    // The main thread is interrupted again before thread 4322 runs its own access.
+    script.interrupted(CHILD_PID);
     script.syscall_returns(THREAD, 0);
     script.instruction_done(THREAD, 2, |_| {});
     script.syscall_returns(THREAD, 0);
     script.end();
     script.assert_snapshot(
         "core_concurrent_accesses_held",
-        "with mprotect, the main thread faults on page A, then thread 4322 on page C while the \
-         first access is opening its page: thread 4322 is held with no action, and the Continue \
-         that ends the first access is followed by the gadget step that opens page C for thread \
-         4322; End returns the read, then the write",
+        "with mprotect, the main thread faults on page A and the core interrupts thread 4322, \
+         which stops at its own fault on page C: it is held with no action while the main \
+         thread's access runs; the Continue that ends that access comes with an Interrupt of the \
+         main thread, and once it has stopped thread 4322's access runs, after which both \
+         threads are resumed; End returns the read, then the write",
     );
 }
 
@@ -829,12 +853,17 @@ fn thread_stops_before_announcement() {
     script.feed(first_stop(THREAD));
     script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: THREAD, kind: TaskKind::Thread });
     script.start(&[pages(PAGE_A, 1)]);
-    script.access(THREAD, PAGE_A + 0x8, MOV_EAX_FROM_RDI, |regs| regs.rax = 5);
+    script.feed(script.fault(THREAD, PAGE_A + 0x8, PAGE_A + 0x8, MOV_EAX_FROM_RDI));
+    script.interrupted(CHILD_PID);
+    script.syscall_returns(THREAD, 0);
+    script.instruction_done(THREAD, 2, |regs| regs.rax = 5);
+    script.syscall_returns(THREAD, 0);
     script.end();
     script.assert_snapshot(
         "core_thread_stops_first",
         "a new thread stops before its parent reports it: the stop gets no action, then the \
-         report resumes both the parent and the thread; the new thread's access is then traced",
+         report resumes both the parent and the thread; the new thread's access is then traced \
+         with mprotect, the main thread interrupted meanwhile",
     );
 }
 
@@ -927,9 +956,10 @@ fn thread_exits_while_stepping_releases_held() {
     script.end();
     script.assert_snapshot(
         "core_thread_exits_while_stepping",
-        "with mprotect, thread 4322 ends while its store is stepped with page A open and the \
-         main thread held at its own fault: the exit releases the main thread, whose access \
-         then runs; the store is not recorded",
+        "with mprotect, thread 4322 faults and the core interrupts the main thread, which stops \
+         at its own fault and is held; thread 4322 ends while its store is stepped with page A \
+         open: the exit releases the main thread, whose access then runs; the store is not \
+         recorded",
     );
 }
 
@@ -937,14 +967,96 @@ fn thread_exits_while_stepping_releases_held() {
 fn protocol_stop_from_second_thread() {
     let mut script = Script::new(MPROTECT);
     script.spawn_thread(THREAD);
-    let request = StartRequest { pages: vec![pages(PAGE_A, 1)], page_size: PAGE_SIZE, protection: MPROTECT };
+    let request =
+        StartRequest { pages: vec![pages(PAGE_A, 1)], page_size: PAGE_SIZE, protection: MPROTECT, emulate: false };
     script.send(THREAD, ChildMessage::Start(request));
-    script.access(CHILD_PID, PAGE_A + 0x30, MOV_EAX_TO_RDI, |_| {});
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x30, PAGE_A + 0x30, MOV_EAX_TO_RDI));
+    script.interrupted(THREAD);
+    script.syscall_returns(CHILD_PID, 0);
+    script.instruction_done(CHILD_PID, 2, |_| {});
+    script.syscall_returns(CHILD_PID, 0);
     script.send(THREAD, ChildMessage::End);
     script.assert_snapshot(
         "core_protocol_stop_second_thread",
         "thread 4322 starts and ends the call: the core receives each message at that thread's \
          protocol stop and resumes that thread before replying; the main thread's store is \
-         traced in between",
+         traced in between, with thread 4322 interrupted while the page is open",
+    );
+}
+
+#[test]
+fn end_while_stepping_pkey() {
+    let mut script = Script::new(PKEY);
+    script.spawn_thread(THREAD);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(THREAD, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_TO_RDI));
+    script.end();
+    script.instruction_done(THREAD, 2, |_| {});
+    script.assert_snapshot(
+        "core_end_while_stepping_pkey",
+        "with a protection key, the main thread ends the call while thread 4322 steps its store \
+         with the key open: End returns no access, and when the step ends the key is closed \
+         before thread 4322 resumes, because the child keeps the key for later calls",
+    );
+}
+
+#[test]
+fn thread_created_while_stopping_threads() {
+    let mut script = Script::new(MPROTECT);
+    script.spawn_thread(THREAD);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_FROM_RDI));
+    // Thread 4322 stops for the interrupt by reporting the creation of a thread of its own.
+    script.feed(ExecEvent::NewTask { parent: THREAD, tid: THIRD_THREAD, kind: TaskKind::Thread });
+    script.feed(first_stop(THIRD_THREAD));
+    script.syscall_returns(CHILD_PID, 0);
+    script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 3);
+    script.syscall_returns(CHILD_PID, 0);
+    script.assert_snapshot(
+        "core_thread_created_while_stopping",
+        "with mprotect, the main thread faults and the core interrupts thread 4322, which stops \
+         reporting a new thread 4323: the page is opened only after thread 4323's first stop, \
+         which keeps it stopped, and all three threads resume when the main thread's access ends",
+    );
+}
+
+#[test]
+fn held_access_needs_vector_registers() {
+    let mut script = Script::new(MPROTECT);
+    script.spawn_thread(THREAD);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_FROM_RDI));
+    // Thread 4322 stops for the interrupt at its own fault, a gather whose decoding needs its
+    // vector registers.
+    script.feed(script.fault(THREAD, PAGE_A + 0x40, PAGE_A + 0x40, VPGATHERDD));
+    script.syscall_returns(CHILD_PID, 0);
+    script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 3);
+    script.syscall_returns(CHILD_PID, 0);
+    script.interrupted(CHILD_PID);
+    script.feed(ExecEvent::VectorRegisters { tid: THREAD, vectors: gather_vectors() });
+    script.syscall_returns(THREAD, 0);
+    script.instruction_done(THREAD, 6, |_| {});
+    script.syscall_returns(THREAD, 0);
+    script.assert_snapshot(
+        "core_held_access_needs_vectors",
+        "with mprotect, thread 4322 is held at a gather while the main thread's access runs; \
+         once the main thread has been interrupted again, the core asks for thread 4322's vector \
+         registers and keeps the main thread stopped until that access has ended",
+    );
+}
+
+#[test]
+fn fork_released_after_end() {
+    let mut script = Script::new(MPROTECT);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: FORKED, kind: TaskKind::Fork });
+    script.end();
+    script.feed(first_stop(FORKED));
+    script.syscall_returns(FORKED, 0);
+    script.assert_snapshot(
+        "core_fork_released_after_end",
+        "with mprotect, the program forks during a call and ends the call before the forked \
+         process's first stop: the process still has its copy of the page protected, so the \
+         gadget opens it there before it is detached",
     );
 }

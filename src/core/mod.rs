@@ -501,9 +501,15 @@ impl Supervisor {
     }
 
     fn on_memory(&mut self, tid: i32, bytes: Option<Vec<u8>>) -> Vec<Action> {
-        let Some(Thread::Emulating(emulating)) = self.threads.remove(&tid) else {
-            warn!(tid, "memory received while none was requested");
-            return Vec::new();
+        let emulating = match self.threads.remove(&tid) {
+            Some(Thread::Emulating(emulating)) => emulating,
+            other => {
+                warn!(tid, "memory received while none was requested");
+                if let Some(thread) = other {
+                    self.threads.insert(tid, thread);
+                }
+                return Vec::new();
+            }
         };
         let Some(call) = self.call.as_mut() else {
             self.threads.insert(tid, Thread::Running);
