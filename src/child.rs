@@ -10,8 +10,8 @@ use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use crate::core::{PageSet, PROTOCOL_COOKIE, PROTOCOL_SIGNAL};
 use crate::error::{InitError, TraceError};
 use crate::event::PageRange;
-use crate::messages::{ChildMessage, StartReply, StartRequest, SupervisorMessage};
-use crate::{Options, TraceOutcome, Traced};
+use crate::messages::{ChildMessage, Protection, StartReply, StartRequest, SupervisorMessage};
+use crate::{Options, PageProtection, TraceOutcome, Traced};
 
 std::arch::global_asm!(
     ".pushsection .text.ffitrace_syscall_gadget,\"ax\",@progbits",
@@ -36,6 +36,8 @@ struct Channel {
     to_supervisor: IpcSender<ChildMessage>,
     from_supervisor: IpcReceiver<SupervisorMessage>,
     timeout: Duration,
+    protection: Protection,
+    emulate: bool,
 }
 
 enum Status {
@@ -45,6 +47,10 @@ enum Status {
 }
 
 static STATUS: Mutex<Status> = Mutex::new(Status::Uninitialized);
+
+/// The 1024 bytes the comparison protocol has the supervisor zero before each `mprotect`.
+/// Atomics, because the supervisor writes them behind this process's back.
+static COMPARISON_STACK: [std::sync::atomic::AtomicU64; 128] = [const { std::sync::atomic::AtomicU64::new(0) }; 128];
 
 thread_local! {
     static IN_CALL: Cell<bool> = const { Cell::new(false) };
@@ -78,7 +84,14 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
         0 => {
             drop((supervisor_inbox, to_child));
             die_with_parent(parent_pid)?;
-            let channel = Channel { to_supervisor, from_supervisor: child_inbox, timeout: options.message_timeout };
+            let protection = choose_protection(options.page_protection);
+            let channel = Channel {
+                to_supervisor,
+                from_supervisor: child_inbox,
+                timeout: options.message_timeout,
+                protection,
+                emulate: options.emulate_simple_accesses,
+            };
             let attached = channel.receive();
             match attached {
                 Ok(SupervisorMessage::Attached(Ok(()))) => {
@@ -98,6 +111,29 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
             drop(status);
             crate::driver::supervise(child_pid, to_child, supervisor_inbox, options)
         }
+    }
+}
+
+/// Picks how pages are protected during calls. A protection key is allocated with access
+/// disabled, so this thread and every thread it creates later fault on pages that carry it.
+fn choose_protection(choice: PageProtection) -> Protection {
+    let syscall_gadget = ffitrace_syscall_gadget as *const () as usize as u64;
+    let gadget = Protection::Mprotect { syscall_gadget, zeroed_stack: None };
+    match choice {
+        PageProtection::Mprotect => return gadget,
+        PageProtection::ComparisonZeroedStack => {
+            let stack = std::ptr::addr_of!(COMPARISON_STACK) as u64;
+            return Protection::Mprotect { syscall_gadget, zeroed_stack: Some(stack) };
+        }
+        PageProtection::Auto => {}
+    }
+    /// `PKEY_DISABLE_ACCESS` from `<sys/mman.h>`.
+    const PKEY_DISABLE_ACCESS: libc::c_long = 0x1;
+    // SAFETY: pkey_alloc takes two integers; it fails cleanly where keys are unsupported.
+    let key = unsafe { libc::syscall(libc::SYS_pkey_alloc, 0 as libc::c_long, PKEY_DISABLE_ACCESS) };
+    match u32::try_from(key) {
+        Ok(key) if key > 0 => Protection::ProtectionKey { key },
+        _ => gadget,
     }
 }
 
@@ -175,33 +211,94 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
         }
     };
 
-    let request = StartRequest {
-        pages: set.runs().to_vec(),
-        page_size,
-        syscall_gadget: ffitrace_syscall_gadget as *const () as usize as u64,
+    // The pages are protected before the call is announced, so the supervisor never sees this
+    // process change their protection while a call is traced.
+    let protection = channel.protection;
+    let fault_signals = FaultSignals::capture();
+    protect(set, protection, Protect::Close)?;
+    let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate };
+    let started = channel.request(ChildMessage::Start(request)).and_then(|()| channel.receive());
+    let rejection = match started {
+        Ok(SupervisorMessage::StartReply(StartReply::Started)) => None,
+        Ok(SupervisorMessage::StartReply(StartReply::Rejected(reason))) => Some(TraceError::Rejected(reason)),
+        Ok(other) => Some(TraceError::Ipc(format!("expected a start reply, received {other:?}"))),
+        Err(error) => Some(error),
     };
-    match channel.request(ChildMessage::Start(request)).and_then(|()| channel.receive())? {
-        SupervisorMessage::StartReply(StartReply::Started) => {}
-        SupervisorMessage::StartReply(StartReply::Rejected(reason)) => return Err(TraceError::Rejected(reason)),
-        other => return Err(TraceError::Ipc(format!("expected a start reply, received {other:?}"))),
-    }
-
-    if let Err(error) = protect(set, libc::PROT_NONE) {
-        // Tell the supervisor the call is over before reporting the failure.
-        let _ = protect(set, libc::PROT_READ | libc::PROT_WRITE);
-        let _ = channel.request(ChildMessage::End).and_then(|()| channel.receive());
+    if let Some(error) = rejection {
+        protect(set, protection, Protect::Open)?;
         return Err(error);
     }
+
     let value = call();
-    let restored = protect(set, libc::PROT_READ | libc::PROT_WRITE);
 
     let outcome = match channel.request(ChildMessage::End).and_then(|()| channel.receive()) {
-        Ok(SupervisorMessage::Trace(trace)) => TraceOutcome::Traced(trace),
+        Ok(SupervisorMessage::Trace(trace)) => {
+            // Without this, the supervisor reports the trace itself if the program ends first.
+            let _ = channel.to_supervisor.send(ChildMessage::TraceReceived);
+            TraceOutcome::Traced(trace)
+        }
         Ok(other) => TraceOutcome::Lost(TraceError::Ipc(format!("expected the trace, received {other:?}"))),
         Err(error) => TraceOutcome::Lost(error),
     };
-    restored?;
+    protect(set, protection, Protect::Open)?;
+    fault_signals.undo_kernel_changes();
     Ok(Traced { value, outcome })
+}
+
+/// The calling thread's disposition and mask of the signals tracing raises (SIGSEGV for each
+/// fault, SIGTRAP for each single-step).
+///
+/// When the kernel raises a fault or trap signal that the thread blocks or ignores, it resets
+/// the handler to SIG_DFL and unblocks the signal, so a traced call would leave those changes
+/// behind. They are undone when the call ends.
+// NOTE: during the call itself the changes remain visible to the native code.
+struct FaultSignals {
+    mask: libc::sigset_t,
+    actions: [(libc::c_int, libc::sigaction); 2],
+}
+
+impl FaultSignals {
+    fn capture() -> FaultSignals {
+        // SAFETY: sigset_t and sigaction are plain C structures; the calls below only fill
+        // them, with null pointers where nothing is changed.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+            let mut actions = [(libc::SIGSEGV, std::mem::zeroed()), (libc::SIGTRAP, std::mem::zeroed())];
+            for (signal, action) in &mut actions {
+                libc::sigaction(*signal, std::ptr::null(), action);
+            }
+            FaultSignals { mask, actions }
+        }
+    }
+
+    /// Restores a disposition the kernel reset to SIG_DFL, and the block it lifted, for each
+    /// signal that was blocked or ignored when the call started.
+    fn undo_kernel_changes(&self) {
+        // SAFETY: as in `capture`; the restored values came from sigaction and sigprocmask.
+        unsafe {
+            let mut now: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now);
+            for (signal, before) in &self.actions {
+                let was_blocked = libc::sigismember(&self.mask, *signal) == 1;
+                let was_ignored = before.sa_sigaction == libc::SIG_IGN;
+                if !was_blocked && !was_ignored {
+                    continue;
+                }
+                let mut current: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(*signal, std::ptr::null(), &mut current);
+                if current.sa_sigaction == libc::SIG_DFL && before.sa_sigaction != libc::SIG_DFL {
+                    libc::sigaction(*signal, before, std::ptr::null_mut());
+                }
+                if was_blocked && libc::sigismember(&now, *signal) == 0 {
+                    let mut only: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut only);
+                    libc::sigaddset(&mut only, *signal);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &only, std::ptr::null_mut());
+                }
+            }
+        }
+    }
 }
 
 impl Channel {
@@ -258,10 +355,31 @@ fn raise_protocol_signal() -> Result<(), TraceError> {
     Ok(())
 }
 
-fn protect(set: &PageSet, prot: libc::c_int) -> Result<(), TraceError> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protect {
+    /// Make every access fault.
+    Close,
+    /// Make the pages readable and writable again.
+    Open,
+}
+
+fn protect(set: &PageSet, protection: Protection, how: Protect) -> Result<(), TraceError> {
+    let read_write = libc::PROT_READ | libc::PROT_WRITE;
     for run in set.runs() {
+        let (start, len) = (run.start as *mut libc::c_void, run.len as usize);
         // SAFETY: the runs were checked to be mapped; changing their protection is the point.
-        let result = unsafe { libc::mprotect(run.start as *mut libc::c_void, run.len as usize, prot) };
+        let result = unsafe {
+            match (protection, how) {
+                (Protection::Mprotect { .. }, Protect::Close) => libc::mprotect(start, len, libc::PROT_NONE),
+                (Protection::Mprotect { .. }, Protect::Open) => libc::mprotect(start, len, read_write),
+                (Protection::ProtectionKey { key }, Protect::Close) => {
+                    libc::syscall(libc::SYS_pkey_mprotect, start, len, read_write, key as libc::c_long) as libc::c_int
+                }
+                (Protection::ProtectionKey { .. }, Protect::Open) => {
+                    libc::syscall(libc::SYS_pkey_mprotect, start, len, read_write, 0 as libc::c_long) as libc::c_int
+                }
+            }
+        };
         if result != 0 {
             return Err(TraceError::Os { call: "mprotect", errno: std::io::Error::last_os_error() });
         }

@@ -90,11 +90,35 @@ pub struct CallTrace {
     pub accesses: Vec<Access>,
     /// Instructions that touched traced pages but whose accesses are unknown.
     pub unsupported: Vec<UnsupportedInstruction>,
+    /// System calls the native code made on traced pages, whose effect the trace misses.
+    #[serde(default)]
+    pub system_calls: Vec<SystemCallOnTracedPages>,
 }
 
 impl CallTrace {
-    /// Returns true when every instruction that touched a traced page was decoded.
+    /// Returns true when every instruction that touched a traced page was decoded and no
+    /// system call touched the traced pages.
     pub fn is_complete(&self) -> bool {
-        self.unsupported.is_empty()
+        self.unsupported.is_empty() && self.system_calls.is_empty()
     }
+}
+
+/// A system call made during a traced call whose arguments name traced pages.
+///
+/// Changing or removing the pages' mapping (`mprotect`, `munmap`, `mremap`, `mmap` over them,
+/// `pkey_mprotect`) can end their tracing. Other system calls given a pointer into traced pages
+/// have the kernel access them: it respects the protection and fails with `EFAULT`, and the
+/// trace does not record the kernel's accesses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemCallOnTracedPages {
+    /// Address of the instruction after the `syscall` instruction.
+    pub addr: u64,
+    /// The Linux x86-64 system call number.
+    pub number: u64,
+    /// The system call's name, or `syscall N` when it is not known here.
+    pub name: String,
+    /// The six argument registers (rdi, rsi, rdx, r10, r8, r9).
+    pub args: [u64; 6],
+    /// What the call means for the trace.
+    pub effect: String,
 }

@@ -58,7 +58,7 @@ mod child;
 pub use crate::core::{Crash, ExitStatus, Report};
 pub use child::{init, page_size, set_exit_code, trace_call, tracing_status};
 pub use error::{InitError, TraceError};
-pub use event::{Access, AccessKind, CallTrace, PageRange, UnsupportedInstruction};
+pub use event::{Access, AccessKind, CallTrace, PageRange, SystemCallOnTracedPages, UnsupportedInstruction};
 
 /// The supervisor process as a report callback sees it: the traced program is stopped (or
 /// already gone) while the callback runs.
@@ -88,6 +88,43 @@ pub struct Options {
     /// How long either process waits for the other's protocol message before it concludes the
     /// peer is gone or broken.
     pub message_timeout: std::time::Duration,
+    /// How traced pages are made to fault.
+    pub page_protection: PageProtection,
+    /// Let the supervisor carry out general-register loads and stores, `stos` and `rep movs`
+    /// on traced pages itself, which costs one ptrace stop instead of single-stepping them.
+    /// The recorded accesses are the same either way.
+    pub emulate_simple_accesses: bool,
+}
+
+/// How traced pages are made to fault during a call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PageProtection {
+    /// A memory protection key where the CPU and kernel have them (x86 PKU), otherwise
+    /// `mprotect`. With a key, the supervisor opens the pages for the one thread that steps an
+    /// access, so other threads never run with them open, and each access costs two stops
+    /// instead of four.
+    #[default]
+    Auto,
+    /// Always `mprotect` (`PROT_NONE`), which works on every x86-64 CPU.
+    Mprotect,
+    /// `mprotect`, plus zeroing a 1024-byte callback stack word by word before each
+    /// `mprotect`, as a tracer that runs helper code in the child on such a stack does. Only
+    /// for comparing costs in the benchmarks.
+    ComparisonZeroedStack,
+}
+
+impl std::str::FromStr for PageProtection {
+    type Err = String;
+
+    /// Parses `auto`, `mprotect` or `zeroed-stack`.
+    fn from_str(text: &str) -> Result<PageProtection, String> {
+        match text {
+            "auto" => Ok(PageProtection::Auto),
+            "mprotect" => Ok(PageProtection::Mprotect),
+            "zeroed-stack" => Ok(PageProtection::ComparisonZeroedStack),
+            other => Err(format!("invalid page protection '{other}': expected 'auto', 'mprotect' or 'zeroed-stack'")),
+        }
+    }
 }
 
 impl Default for Options {
@@ -95,13 +132,19 @@ impl Default for Options {
         Options {
             report: Box::new(|report, view| tracing::error!(pid = view.pid, ?report, "ffitrace report")),
             message_timeout: std::time::Duration::from_secs(30),
+            page_protection: PageProtection::Auto,
+            emulate_simple_accesses: true,
         }
     }
 }
 
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options").field("message_timeout", &self.message_timeout).finish_non_exhaustive()
+        f.debug_struct("Options")
+            .field("message_timeout", &self.message_timeout)
+            .field("page_protection", &self.page_protection)
+            .field("emulate_simple_accesses", &self.emulate_simple_accesses)
+            .finish_non_exhaustive()
     }
 }
 

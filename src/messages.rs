@@ -17,6 +17,10 @@ pub enum ChildMessage {
     End,
     /// The supervisor should exit with this status when the program exits normally.
     SetExitCode(i32),
+    /// The child received the trace of its last call. Sent without stopping: the supervisor
+    /// reads it with the next message, or when the program ends, to learn whether that trace
+    /// still has to be reported.
+    TraceReceived,
 }
 
 /// The pages of one traced call and the facts the supervisor needs to trace them.
@@ -26,9 +30,27 @@ pub struct StartRequest {
     pub pages: Vec<PageRange>,
     /// The child's page size in bytes.
     pub page_size: u64,
-    /// Address of a `syscall` instruction in the child that the supervisor may point the
-    /// child at to run `mprotect` on its behalf.
-    pub syscall_gadget: u64,
+    /// How the child made the pages fault, and so how the supervisor opens them for one step.
+    pub protection: Protection,
+    /// Whether the supervisor may carry out simple loads and stores itself instead of
+    /// stepping them.
+    #[serde(default)]
+    pub emulate: bool,
+}
+
+/// How the traced pages are kept from being accessed during a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum Protection {
+    /// The pages are `PROT_NONE`. The supervisor opens them with `mprotect`, run in the child
+    /// by pointing a stopped thread at the `syscall` instruction at `syscall_gadget`.
+    /// `zeroed_stack` is set only by the comparison protocol of the benchmarks: the supervisor
+    /// then zeroes those 1024 bytes word by word before each `mprotect`, as a tracer that runs
+    /// helper code on a callback stack would.
+    Mprotect { syscall_gadget: u64, zeroed_stack: Option<u64> },
+    /// The pages carry this memory protection key, which every thread's PKRU register denies.
+    /// The supervisor opens them for one thread by changing only that thread's PKRU.
+    ProtectionKey { key: u32 },
 }
 
 /// A message from the supervisor to the child.

@@ -7,6 +7,9 @@
 //! `siginfo_t` is left out while it is all zeros, and addresses, lengths and register values
 //! are written in hex.
 //!
+//! Most scenarios run twice: with `mprotect` through the child's `syscall` gadget (the plain
+//! snapshot name) and with a memory protection key (the name ends in `_pkey`).
+//!
 //! The instruction bytes are real x86-64 encodings, as `objdump -D -b binary -m i386:x86-64`
 //! disassembles them:
 //! - `8b 07`: `mov eax, dword [rdi]`
@@ -14,29 +17,51 @@
 //! - `01 07`: `add dword [rdi], eax`
 //! - `48 8b 07`: `mov rax, qword [rdi]`
 //! - `a4`: `movs byte [rdi], byte [rsi]`
+//! - `0f f7 c1`: `maskmovq mm0, mm1`
+//! - `c4 e2 6d 90 04 8f`: `vpgatherdd ymm0, [rdi+ymm1*4], ymm2`
+
+use std::collections::BTreeMap;
 
 use ffitrace::core::{
-    Action, Disposition, ExecEvent, SigInfo, SignalStop, Supervisor, PROTOCOL_COOKIE, PROTOCOL_SIGNAL,
+    Action, Disposition, ExecEvent, SigInfo, SignalStop, Supervisor, TaskKind, PROTOCOL_COOKIE, PROTOCOL_SIGNAL,
 };
-use ffitrace::messages::{ChildMessage, StartRequest};
-use ffitrace::regs::Registers;
+use ffitrace::messages::{ChildMessage, Protection, StartRequest};
+use ffitrace::regs::{Registers, VectorRegisters};
 use ffitrace::PageRange;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+/// The program's process id, which is also the id of its main thread.
 const CHILD_PID: i32 = 4321;
+/// A second thread of the program.
+const THREAD: i32 = 4322;
+/// A third thread of the program.
+const THIRD_THREAD: i32 = 4323;
+/// A process the program forks.
+const FORKED: i32 = 4400;
 const PAGE_SIZE: u64 = 0x1000;
 /// The first traced page; [`PAGE_B`] follows it directly.
 const PAGE_A: u64 = 0x7f00_0001_0000;
 const PAGE_B: u64 = PAGE_A + PAGE_SIZE;
+/// A traced page apart from [`PAGE_A`], with an untraced page between them.
+const PAGE_C: u64 = PAGE_A + 3 * PAGE_SIZE;
 /// Address of the child's `syscall` instruction that the core runs `mprotect` through.
 const GADGET: u64 = 0x5555_5555_9000;
+/// The protection key the child gives the traced pages.
+const KEY: u32 = 3;
 /// Address of the native instruction that touches the traced pages.
 const CODE: u64 = 0x5555_5555_a000;
 /// Where the child sits when it stops itself with the protocol signal.
 const PROTOCOL_STOP_RIP: u64 = 0x7fff_f7e4_2000;
+/// Where a new task makes its first stop: just after the `clone` or `fork` system call.
+const CLONE_RETURN_RIP: u64 = 0x7fff_f7e5_1000;
+/// Where a running thread stops when the core interrupts it.
+const INTERRUPTED_RIP: u64 = 0x5555_5555_b000;
 /// Length of the `syscall` instruction: a step over the gadget moves `rip` this far.
 const SYSCALL_LEN: u64 = 2;
+
+const MPROTECT: Protection = Protection::Mprotect { syscall_gadget: GADGET, zeroed_stack: None };
+const PKEY: Protection = Protection::ProtectionKey { key: KEY };
 
 const SIGTRAP: i32 = 5;
 const SIGKILL: i32 = 9;
@@ -46,6 +71,8 @@ const SIGALRM: i32 = 14;
 const SEGV_ACCERR: i32 = 2;
 /// `si_code` of a SIGSEGV on an unmapped address.
 const SEGV_MAPERR: i32 = 1;
+/// `si_code` of a SIGSEGV on a page whose protection key the thread's PKRU denies.
+const SEGV_PKUERR: i32 = 4;
 /// `si_code` of the trap Linux reports after single-stepping over a `syscall` instruction.
 const TRAP_BRKPT: i32 = 1;
 /// `si_code` of the trap after single-stepping any other instruction.
@@ -59,6 +86,11 @@ const MOV_EAX_TO_RDI: &[u8] = &[0x89, 0x07];
 const ADD_EAX_TO_RDI: &[u8] = &[0x01, 0x07];
 const MOV_RAX_FROM_RDI: &[u8] = &[0x48, 0x8b, 0x07];
 const MOVSB: &[u8] = &[0xa4];
+/// A byte-masked store to [rdi] whose mask lives in an MMX register the decoder does not
+/// read, so the store is only a possible write.
+const MASKMOVQ: &[u8] = &[0x0f, 0xf7, 0xc1];
+/// `vpgatherdd ymm0, [rdi+ymm1*4], ymm2`: its addresses depend on the vector registers.
+const VPGATHERDD: &[u8] = &[0xc4, 0xe2, 0x6d, 0x90, 0x04, 0x8f];
 
 /// One line of a transcript: an event and the actions the core returned for it.
 struct Entry {
@@ -76,65 +108,127 @@ struct CompactEntry {
 /// Feeds events to a fresh core and records the transcript for a snapshot.
 struct Script {
     core: Supervisor,
+    protection: Protection,
     transcript: Vec<Entry>,
+    /// Each task's registers as the core left them: those of its latest stop, or those of a
+    /// later `SetRegisters`.
+    registers: BTreeMap<i32, Registers>,
 }
 
 impl Script {
-    fn new() -> Script {
-        Script { core: Supervisor::new(CHILD_PID), transcript: Vec::new() }
+    fn new(protection: Protection) -> Script {
+        Script { core: Supervisor::new(CHILD_PID), protection, transcript: Vec::new(), registers: BTreeMap::new() }
     }
 
     /// Feeds one event and records it with the actions it produced.
     fn feed(&mut self, event: ExecEvent) {
+        match &event {
+            ExecEvent::Signal(stop) => {
+                self.registers.insert(stop.tid, stop.regs);
+            }
+            ExecEvent::OtherStop { tid, regs: Some(regs) } => {
+                self.registers.insert(*tid, *regs);
+            }
+            _ => {}
+        }
         let actions = self.core.handle_event(event.clone());
+        for action in &actions {
+            if let Action::SetRegisters { tid, regs } = action {
+                self.registers.insert(*tid, *regs);
+            }
+        }
         self.transcript.push(Entry { event, actions });
     }
 
-    /// Plays the child sending `message` and stopping with the protocol signal.
-    fn send(&mut self, message: ChildMessage) {
-        self.feed(protocol_stop());
+    /// Plays thread `tid` sending `message` and stopping with the protocol signal.
+    fn send(&mut self, tid: i32, message: ChildMessage) {
+        self.feed(protocol_stop(tid));
         self.feed(ExecEvent::Message(message));
     }
 
-    /// Plays the child starting a traced call on `pages`.
+    /// Plays the main thread starting a traced call on `pages`.
     fn start(&mut self, pages: &[PageRange]) {
-        self.send(ChildMessage::Start(StartRequest {
-            pages: pages.to_vec(),
-            page_size: PAGE_SIZE,
-            syscall_gadget: GADGET,
-        }));
+        let request =
+            StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate: false };
+        self.send(CHILD_PID, ChildMessage::Start(request));
     }
 
-    /// Returns the registers of the last `SetRegisters` action, which the child now has.
-    fn child_registers(&self) -> Registers {
-        let mut actions = self.transcript.iter().rev().flat_map(|entry| entry.actions.iter().rev());
-        actions
-            .find_map(|action| match action {
-                Action::SetRegisters(regs) => Some(*regs),
-                _ => None,
-            })
-            .expect("the core set the child's registers earlier in the script")
+    /// Plays the main thread ending the traced call.
+    fn end(&mut self) {
+        self.send(CHILD_PID, ChildMessage::End);
     }
 
-    /// Plays the step over the `syscall` gadget ending with `mprotect` returning `result`.
-    fn syscall_returns(&mut self, result: i64) {
-        let mut regs = self.child_registers();
-        assert_eq!(regs.rip, GADGET, "the child was not pointed at the gadget");
+    /// Plays the main thread creating thread `tid`: the creation event, then the new thread's
+    /// first stop.
+    fn spawn_thread(&mut self, tid: i32) {
+        self.feed(ExecEvent::NewTask { parent: CHILD_PID, tid, kind: TaskKind::Thread });
+        self.feed(first_stop(tid));
+    }
+
+    /// Plays thread `tid` stopping for the core's `Interrupt`.
+    fn interrupted(&mut self, tid: i32) {
+        let regs = Registers { rip: INTERRUPTED_RIP, ..base_registers() };
+        self.feed(ExecEvent::OtherStop { tid, regs: Some(regs) });
+    }
+
+    /// Returns the registers the core last left `tid` with.
+    fn registers_of(&self, tid: i32) -> Registers {
+        *self.registers.get(&tid).expect("the task stopped earlier in the script")
+    }
+
+    /// Plays the step of `tid` over the `syscall` gadget ending with `mprotect` returning
+    /// `result`.
+    fn syscall_returns(&mut self, tid: i32, result: i64) {
+        let mut regs = self.registers_of(tid);
+        assert_eq!(regs.rip, GADGET, "task {tid} was not pointed at the gadget");
         regs.rip += SYSCALL_LEN;
         regs.rcx = regs.rip;
         regs.r11 = regs.eflags;
         regs.rax = result as u64;
-        self.feed(trap(TRAP_BRKPT, regs));
+        self.feed(trap(tid, TRAP_BRKPT, regs));
     }
 
-    /// Plays the step over the faulting instruction of `len` bytes. `effect` applies its
-    /// register changes.
-    fn instruction_done(&mut self, len: u64, effect: impl FnOnce(&mut Registers)) {
-        let mut regs = self.child_registers();
-        assert_eq!(regs.rip, CODE, "the child was not pointed back at the faulting instruction");
+    /// Plays the gadget step that opens or closes the pages of one access with `mprotect`. A
+    /// protection key needs no step, because the core changes the thread's PKRU directly.
+    fn gadget_step(&mut self, tid: i32) {
+        if matches!(self.protection, Protection::Mprotect { .. }) {
+            self.syscall_returns(tid, 0);
+        }
+    }
+
+    /// Plays the step of `tid` over the faulting instruction of `len` bytes. `effect` applies
+    /// its register changes.
+    fn instruction_done(&mut self, tid: i32, len: u64, effect: impl FnOnce(&mut Registers)) {
+        let mut regs = self.registers_of(tid);
+        assert_eq!(regs.rip, CODE, "thread {tid} was not pointed back at the faulting instruction");
         regs.rip += len;
         effect(&mut regs);
-        self.feed(trap(TRAP_TRACE, regs));
+        self.feed(trap(tid, TRAP_TRACE, regs));
+    }
+
+    /// Builds the fault of `tid` running the instruction `code` at [`CODE`], which accesses
+    /// memory at `rdi`. The kernel reports `fault_addr` as the address that faulted, with the
+    /// `si_code` that the script's protection produces.
+    fn fault(&self, tid: i32, fault_addr: u64, rdi: u64, code: &[u8]) -> ExecEvent {
+        let regs = Registers { rip: CODE, rdi, rax: 0x2a, ..base_registers() };
+        stop(tid, SigInfo::new(SIGSEGV, self.denied_code(), fault_addr), regs, code.to_vec(), Disposition::Default)
+    }
+
+    /// Returns the `si_code` of a SIGSEGV on a traced page under the script's protection.
+    fn denied_code(&self) -> i32 {
+        match self.protection {
+            Protection::Mprotect { .. } => SEGV_ACCERR,
+            Protection::ProtectionKey { .. } => SEGV_PKUERR,
+        }
+    }
+
+    /// Plays one whole traced access by `tid` that reads or writes `addr` with `code` and
+    /// completes without a further fault.
+    fn access(&mut self, tid: i32, addr: u64, code: &[u8], effect: impl FnOnce(&mut Registers)) {
+        self.feed(self.fault(tid, addr, addr, code));
+        self.gadget_step(tid);
+        self.instruction_done(tid, code.len() as u64, effect);
+        self.gadget_step(tid);
     }
 
     /// Compares the transcript with the snapshot `snapshots/<name>.snap`.
@@ -156,38 +250,45 @@ impl Script {
     }
 }
 
-/// Builds the protocol-signal stop the child makes after sending a message.
-fn protocol_stop() -> ExecEvent {
+/// Builds the protocol-signal stop that thread `tid` makes after sending a message. The
+/// signal's `si_pid` is the process id, whichever thread queued it.
+fn protocol_stop(tid: i32) -> ExecEvent {
     let info = SigInfo { pid: CHILD_PID, value: PROTOCOL_COOKIE, ..SigInfo::new(PROTOCOL_SIGNAL, -1, 0) };
     let regs = Registers { rip: PROTOCOL_STOP_RIP, ..base_registers() };
-    stop(info, regs, Vec::new(), Disposition::Caught)
+    stop(tid, info, regs, Vec::new(), Disposition::Caught)
 }
 
-/// Builds a SIGSEGV raised by the instruction `code` at [`CODE`], which accesses memory at
-/// `rdi`. The kernel reports `fault_addr` as the address that faulted.
-fn segv(fault_addr: u64, rdi: u64, code: &[u8]) -> ExecEvent {
-    let regs = Registers { rip: CODE, rdi, rax: 0x2a, ..base_registers() };
-    stop(SigInfo::new(SIGSEGV, SEGV_ACCERR, fault_addr), regs, code.to_vec(), Disposition::Default)
-}
-
-/// Builds a SIGSEGV raised by `mov eax,[rdi]` at [`CODE`] with `rdi` null.
+/// Builds a SIGSEGV raised in the main thread by `mov eax,[rdi]` at [`CODE`] with `rdi` null.
 fn null_read() -> ExecEvent {
     let regs = Registers { rip: CODE, rax: 0x2a, ..base_registers() };
-    stop(SigInfo::new(SIGSEGV, SEGV_MAPERR, 0), regs, MOV_EAX_FROM_RDI.to_vec(), Disposition::Default)
+    stop(CHILD_PID, SigInfo::new(SIGSEGV, SEGV_MAPERR, 0), regs, MOV_EAX_FROM_RDI.to_vec(), Disposition::Default)
 }
 
-/// Builds the trap that ends a single-step, with the child's registers after it.
-fn trap(code: i32, regs: Registers) -> ExecEvent {
-    stop(SigInfo::new(SIGTRAP, code, 0), regs, Vec::new(), Disposition::Default)
+/// Builds the trap that ends a single-step of `tid`, with its registers after it.
+fn trap(tid: i32, code: i32, regs: Registers) -> ExecEvent {
+    stop(tid, SigInfo::new(SIGTRAP, code, 0), regs, Vec::new(), Disposition::Default)
 }
 
-/// Builds the stop for an expired `alarm`, taken with `regs` before the next instruction ran.
-fn alarm(regs: Registers) -> ExecEvent {
-    stop(SigInfo::new(SIGALRM, SI_KERNEL, 0), regs, Vec::new(), Disposition::Caught)
+/// Builds the stop of `tid` for an expired `alarm`, taken with `regs` before the next
+/// instruction ran.
+fn alarm(tid: i32, regs: Registers) -> ExecEvent {
+    stop(tid, SigInfo::new(SIGALRM, SI_KERNEL, 0), regs, Vec::new(), Disposition::Caught)
 }
 
-fn stop(info: SigInfo, regs: Registers, code: Vec<u8>, disposition: Disposition) -> ExecEvent {
-    ExecEvent::Signal(SignalStop { info, regs, code, disposition })
+/// Builds the first stop of a new task, just after the system call that created it.
+fn first_stop(tid: i32) -> ExecEvent {
+    ExecEvent::OtherStop { tid, regs: Some(Registers { rip: CLONE_RETURN_RIP, ..base_registers() }) }
+}
+
+/// Returns vector registers for [`VPGATHERDD`]: ymm1 (the indices) is zero and every element
+/// of ymm2 (the mask) has its top bit set, so all eight elements load the dword at rdi.
+fn gather_vectors() -> VectorRegisters {
+    let mask = [u64::MAX, u64::MAX, u64::MAX, u64::MAX, 0, 0, 0, 0];
+    VectorRegisters { zmm: vec![[0; 8], [0; 8], mask], k: [0; 8] }
+}
+
+fn stop(tid: i32, info: SigInfo, regs: Registers, code: Vec<u8>, disposition: Disposition) -> ExecEvent {
+    ExecEvent::Signal(SignalStop { tid, info, regs, code, disposition })
 }
 
 /// Registers every stop shares: a stack, the flags a running program usually has, and
@@ -244,16 +345,19 @@ fn hex(value: Value) -> Value {
     }
 }
 
+// Accesses by one thread, under each protection.
+
+fn read(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.access(CHILD_PID, PAGE_A + 0x10, MOV_EAX_FROM_RDI, |regs| regs.rax = 0x1234_5678);
+    script.end();
+    script
+}
+
 #[test]
 fn read_access() {
-    let mut script = Script::new();
-    script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_FROM_RDI));
-    script.syscall_returns(0);
-    script.instruction_done(2, |regs| regs.rax = 0x1234_5678);
-    script.syscall_returns(0);
-    script.send(ChildMessage::End);
-    script.assert_snapshot(
+    read(MPROTECT).assert_snapshot(
         "core_read",
         "mov eax,[rdi] on a traced page: open the page, step the load, close the page, resume \
          with the loaded value; End returns one 4-byte read",
@@ -261,15 +365,25 @@ fn read_access() {
 }
 
 #[test]
-fn write_access() {
-    let mut script = Script::new();
+fn read_access_pkey() {
+    read(PKEY).assert_snapshot(
+        "core_read_pkey",
+        "mov eax,[rdi] on a page with a protection key: open the key in the thread's PKRU, step \
+         the load, close the key and resume, with no register change; End returns one 4-byte read",
+    );
+}
+
+fn write(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_A + 0x20, PAGE_A + 0x20, MOV_EAX_TO_RDI));
-    script.syscall_returns(0);
-    script.instruction_done(2, |_| {});
-    script.syscall_returns(0);
-    script.send(ChildMessage::End);
-    script.assert_snapshot(
+    script.access(CHILD_PID, PAGE_A + 0x20, MOV_EAX_TO_RDI, |_| {});
+    script.end();
+    script
+}
+
+#[test]
+fn write_access() {
+    write(MPROTECT).assert_snapshot(
         "core_write",
         "mov [rdi],eax on a traced page: the same open, step, close sequence; End returns one \
          4-byte write",
@@ -277,15 +391,25 @@ fn write_access() {
 }
 
 #[test]
-fn read_modify_write_access() {
-    let mut script = Script::new();
+fn write_access_pkey() {
+    write(PKEY).assert_snapshot(
+        "core_write_pkey",
+        "mov [rdi],eax on a page with a protection key: the key is opened read-write for the \
+         step; End returns one 4-byte write",
+    );
+}
+
+fn read_modify_write(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_A + 0x30, PAGE_A + 0x30, ADD_EAX_TO_RDI));
-    script.syscall_returns(0);
-    script.instruction_done(2, |regs| regs.eflags = 0x202);
-    script.syscall_returns(0);
-    script.send(ChildMessage::End);
-    script.assert_snapshot(
+    script.access(CHILD_PID, PAGE_A + 0x30, ADD_EAX_TO_RDI, |regs| regs.eflags = 0x202);
+    script.end();
+    script
+}
+
+#[test]
+fn read_modify_write_access() {
+    read_modify_write(MPROTECT).assert_snapshot(
         "core_read_modify_write",
         "add [rdi],eax on a traced page: one step records a 4-byte read, then a 4-byte write \
          of the same bytes",
@@ -293,15 +417,30 @@ fn read_modify_write_access() {
 }
 
 #[test]
+fn read_modify_write_access_pkey() {
+    read_modify_write(PKEY).assert_snapshot(
+        "core_read_modify_write_pkey",
+        "add [rdi],eax on a page with a protection key: one step records a 4-byte read, then a \
+         4-byte write of the same bytes",
+    );
+}
+
+/// Plays `mov rax,[rdi]` with `rdi` 4 bytes before the end of page A, so it reads the last 4
+/// bytes of A and the first 4 of B. The kernel reports the first address that faulted.
+fn straddle(protection: Protection, traced: &[PageRange], fault_addr: u64) -> Script {
+    let mut script = Script::new(protection);
+    script.start(traced);
+    script.feed(script.fault(CHILD_PID, fault_addr, PAGE_B - 4, MOV_RAX_FROM_RDI));
+    script.gadget_step(CHILD_PID);
+    script.instruction_done(CHILD_PID, 3, |regs| regs.rax = 0x1122_3344_5566_7788);
+    script.gadget_step(CHILD_PID);
+    script.end();
+    script
+}
+
+#[test]
 fn straddling_access_both_pages_traced() {
-    let mut script = Script::new();
-    script.start(&[pages(PAGE_A, 2)]);
-    script.feed(segv(PAGE_B - 4, PAGE_B - 4, MOV_RAX_FROM_RDI));
-    script.syscall_returns(0);
-    script.instruction_done(3, |regs| regs.rax = 0x1122_3344_5566_7788);
-    script.syscall_returns(0);
-    script.send(ChildMessage::End);
-    script.assert_snapshot(
+    straddle(MPROTECT, &[pages(PAGE_A, 2)], PAGE_B - 4).assert_snapshot(
         "core_straddle_both_traced",
         "mov rax,[rdi] with rdi 4 bytes before the end of a page, both pages traced: one \
          mprotect opens and one closes both pages, and the read is one 8-byte access",
@@ -309,15 +448,17 @@ fn straddling_access_both_pages_traced() {
 }
 
 #[test]
+fn straddling_access_both_pages_traced_pkey() {
+    straddle(PKEY, &[pages(PAGE_A, 2)], PAGE_B - 4).assert_snapshot(
+        "core_straddle_both_traced_pkey",
+        "mov rax,[rdi] across two pages with a protection key: opening the key opens both \
+         pages, and the read is one 8-byte access",
+    );
+}
+
+#[test]
 fn straddling_access_first_page_traced() {
-    let mut script = Script::new();
-    script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_B - 4, PAGE_B - 4, MOV_RAX_FROM_RDI));
-    script.syscall_returns(0);
-    script.instruction_done(3, |regs| regs.rax = 0x1122_3344_5566_7788);
-    script.syscall_returns(0);
-    script.send(ChildMessage::End);
-    script.assert_snapshot(
+    straddle(MPROTECT, &[pages(PAGE_A, 1)], PAGE_B - 4).assert_snapshot(
         "core_straddle_first_traced",
         "mov rax,[rdi] with rdi 4 bytes before the end of the only traced page: only that \
          page is opened and closed, and the read is one 8-byte access",
@@ -325,16 +466,18 @@ fn straddling_access_first_page_traced() {
 }
 
 #[test]
+fn straddling_access_first_page_traced_pkey() {
+    straddle(PKEY, &[pages(PAGE_A, 1)], PAGE_B - 4).assert_snapshot(
+        "core_straddle_first_traced_pkey",
+        "mov rax,[rdi] from the only page with a protection key into the next page: one step \
+         with the key open, and the read is one 8-byte access",
+    );
+}
+
+#[test]
 fn straddling_access_second_page_traced() {
-    let mut script = Script::new();
-    script.start(&[pages(PAGE_B, 1)]);
     // The kernel reports the first byte of the inaccessible page, not the access's start.
-    script.feed(segv(PAGE_B, PAGE_B - 4, MOV_RAX_FROM_RDI));
-    script.syscall_returns(0);
-    script.instruction_done(3, |regs| regs.rax = 0x1122_3344_5566_7788);
-    script.syscall_returns(0);
-    script.send(ChildMessage::End);
-    script.assert_snapshot(
+    straddle(MPROTECT, &[pages(PAGE_B, 1)], PAGE_B).assert_snapshot(
         "core_straddle_second_traced",
         "mov rax,[rdi] with rdi 4 bytes before an untraced page ends and the next page traced: \
          only the traced page is opened and closed, and the read is one 8-byte access at rdi",
@@ -342,12 +485,25 @@ fn straddling_access_second_page_traced() {
 }
 
 #[test]
-fn segfault_outside_traced_pages() {
-    let mut script = Script::new();
+fn straddling_access_second_page_traced_pkey() {
+    straddle(PKEY, &[pages(PAGE_B, 1)], PAGE_B).assert_snapshot(
+        "core_straddle_second_traced_pkey",
+        "mov rax,[rdi] from an untraced page into a page with a protection key: the fault is \
+         at the second page, and the read is one 8-byte access at rdi",
+    );
+}
+
+fn segfault_outside_pages(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
     script.feed(null_read());
     script.feed(ExecEvent::Killed { signal: SIGSEGV, core_dumped: true });
-    script.assert_snapshot(
+    script
+}
+
+#[test]
+fn segfault_outside_traced_pages() {
+    segfault_outside_pages(MPROTECT).assert_snapshot(
         "core_segfault_outside_pages",
         "a null read inside a traced call with SIGSEGV at its default disposition: report the \
          crash with the call's pages, deliver the SIGSEGV, then finish with 128 + 11 when the \
@@ -356,13 +512,26 @@ fn segfault_outside_traced_pages() {
 }
 
 #[test]
-fn child_killed_while_stepping() {
-    let mut script = Script::new();
+fn segfault_outside_traced_pages_pkey() {
+    segfault_outside_pages(PKEY).assert_snapshot(
+        "core_segfault_outside_pages_pkey",
+        "a null read inside a traced call that uses a protection key: the same crash report, \
+         SIGSEGV delivery and finish with 128 + 11",
+    );
+}
+
+fn killed_while_stepping(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_A + 0x40, PAGE_A + 0x40, MOV_EAX_TO_RDI));
-    script.syscall_returns(0);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x40, PAGE_A + 0x40, MOV_EAX_TO_RDI));
+    script.gadget_step(CHILD_PID);
     script.feed(ExecEvent::Killed { signal: SIGKILL, core_dumped: false });
-    script.assert_snapshot(
+    script
+}
+
+#[test]
+fn child_killed_while_stepping() {
+    killed_while_stepping(MPROTECT).assert_snapshot(
         "core_killed_while_stepping",
         "SIGKILL while the faulting store is being stepped with its page open: report the \
          death during the call with the pages and an empty trace, then finish with 128 + 9",
@@ -370,16 +539,29 @@ fn child_killed_while_stepping() {
 }
 
 #[test]
-fn signal_during_step_is_deferred() {
-    let mut script = Script::new();
+fn child_killed_while_stepping_pkey() {
+    killed_while_stepping(PKEY).assert_snapshot(
+        "core_killed_while_stepping_pkey",
+        "SIGKILL while the faulting store is being stepped with its protection key open: \
+         report the death during the call with an empty trace, then finish with 128 + 9",
+    );
+}
+
+fn signal_during_step(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_A + 0x50, PAGE_A + 0x50, MOV_EAX_FROM_RDI));
-    script.syscall_returns(0);
-    let at_instruction = script.child_registers();
-    script.feed(alarm(at_instruction));
-    script.instruction_done(2, |regs| regs.rax = 7);
-    script.syscall_returns(0);
-    script.assert_snapshot(
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x50, PAGE_A + 0x50, MOV_EAX_FROM_RDI));
+    script.gadget_step(CHILD_PID);
+    let at_instruction = script.registers_of(CHILD_PID);
+    script.feed(alarm(CHILD_PID, at_instruction));
+    script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 7);
+    script.gadget_step(CHILD_PID);
+    script
+}
+
+#[test]
+fn signal_during_step_is_deferred() {
+    signal_during_step(MPROTECT).assert_snapshot(
         "core_signal_during_step",
         "SIGALRM stops the child before the load is stepped: the core repeats the step without \
          the signal, closes the page, and delivers the SIGALRM with the final Continue",
@@ -387,16 +569,27 @@ fn signal_during_step_is_deferred() {
 }
 
 #[test]
-fn second_start_rejected() {
-    let mut script = Script::new();
+fn signal_during_step_is_deferred_pkey() {
+    signal_during_step(PKEY).assert_snapshot(
+        "core_signal_during_step_pkey",
+        "SIGALRM stops the thread before the load is stepped with its protection key open: the \
+         core repeats the step without the signal, closes the key, and delivers the SIGALRM with \
+         the final Continue",
+    );
+}
+
+fn second_start(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
     script.start(&[pages(PAGE_B, 1)]);
-    script.feed(segv(PAGE_A + 0x60, PAGE_A + 0x60, MOV_EAX_TO_RDI));
-    script.syscall_returns(0);
-    script.instruction_done(2, |_| {});
-    script.syscall_returns(0);
-    script.send(ChildMessage::End);
-    script.assert_snapshot(
+    script.access(CHILD_PID, PAGE_A + 0x60, MOV_EAX_TO_RDI, |_| {});
+    script.end();
+    script
+}
+
+#[test]
+fn second_start_rejected() {
+    second_start(MPROTECT).assert_snapshot(
         "core_second_start_rejected",
         "a second Start during a traced call is rejected and the first call goes on: its page \
          is still traced and End returns its write",
@@ -404,9 +597,18 @@ fn second_start_rejected() {
 }
 
 #[test]
+fn second_start_rejected_pkey() {
+    second_start(PKEY).assert_snapshot(
+        "core_second_start_rejected_pkey",
+        "a second Start during a traced call with a protection key is rejected and the first \
+         call goes on: its page is still traced and End returns its write",
+    );
+}
+
+#[test]
 fn end_without_start_rejected() {
-    let mut script = Script::new();
-    script.send(ChildMessage::End);
+    let mut script = Script::new(MPROTECT);
+    script.end();
     script.feed(ExecEvent::Exited { status: 0 });
     script.assert_snapshot(
         "core_end_without_start",
@@ -417,9 +619,9 @@ fn end_without_start_rejected() {
 
 #[test]
 fn start_with_invalid_pages_rejected() {
-    let mut script = Script::new();
+    let mut script = Script::new(MPROTECT);
     script.start(&[PageRange { start: PAGE_A + 0x800, len: PAGE_SIZE }]);
-    script.feed(segv(PAGE_A + 0x800, PAGE_A + 0x800, MOV_EAX_FROM_RDI));
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x800, PAGE_A + 0x800, MOV_EAX_FROM_RDI));
     script.assert_snapshot(
         "core_start_with_invalid_pages",
         "a Start with an unaligned range is rejected, so a later fault at that address is not \
@@ -428,18 +630,36 @@ fn start_with_invalid_pages_rejected() {
 }
 
 #[test]
-fn crash_while_stepping() {
-    let mut script = Script::new();
+fn start_with_invalid_key_rejected() {
+    let mut script = Script::new(Protection::ProtectionKey { key: 16 });
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(CHILD_PID, PAGE_A, PAGE_A, MOV_EAX_FROM_RDI));
+    script.assert_snapshot(
+        "core_start_with_invalid_key",
+        "a Start with protection key 16, which x86-64 does not have (keys are 0 to 15, and 0 is \
+         the default key), is rejected, so a later fault on the page is reported as a crash",
+    );
+}
+
+fn crash_while_stepping(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
     // movsb copies a byte from the traced page to a null pointer: the read faults first.
     let regs = Registers { rip: CODE, rsi: PAGE_A, rdi: 0, ..base_registers() };
-    script.feed(stop(SigInfo::new(SIGSEGV, SEGV_ACCERR, PAGE_A), regs, MOVSB.to_vec(), Disposition::Default));
-    script.syscall_returns(0);
+    let read_fault = SigInfo::new(SIGSEGV, script.denied_code(), PAGE_A);
+    script.feed(stop(CHILD_PID, read_fault, regs, MOVSB.to_vec(), Disposition::Default));
+    script.gadget_step(CHILD_PID);
     // Stepped with the page open, the same instruction faults on its write.
-    script.feed(stop(SigInfo::new(SIGSEGV, SEGV_MAPERR, 0), regs, MOVSB.to_vec(), Disposition::Default));
-    script.syscall_returns(0);
+    let write_fault = SigInfo::new(SIGSEGV, SEGV_MAPERR, 0);
+    script.feed(stop(CHILD_PID, write_fault, regs, MOVSB.to_vec(), Disposition::Default));
+    script.gadget_step(CHILD_PID);
     script.feed(ExecEvent::Killed { signal: SIGSEGV, core_dumped: true });
-    script.assert_snapshot(
+    script
+}
+
+#[test]
+fn crash_while_stepping_reported() {
+    crash_while_stepping(MPROTECT).assert_snapshot(
         "core_crash_while_stepping",
         "movsb from a traced page to a null pointer: the stepped instruction faults on its \
          write, so report the crash, close the page, restore the registers at the crash and \
@@ -448,11 +668,21 @@ fn crash_while_stepping() {
 }
 
 #[test]
+fn crash_while_stepping_reported_pkey() {
+    crash_while_stepping(PKEY).assert_snapshot(
+        "core_crash_while_stepping_pkey",
+        "movsb from a page with a protection key to a null pointer: the stepped instruction \
+         faults on its write, so report the crash, close the key and deliver the SIGSEGV; the \
+         death that follows adds no second report",
+    );
+}
+
+#[test]
 fn mprotect_failure_kills() {
-    let mut script = Script::new();
+    let mut script = Script::new(MPROTECT);
     script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_A, PAGE_A, MOV_EAX_TO_RDI));
-    script.syscall_returns(-ENOMEM);
+    script.feed(script.fault(CHILD_PID, PAGE_A, PAGE_A, MOV_EAX_TO_RDI));
+    script.syscall_returns(CHILD_PID, -ENOMEM);
     script.feed(ExecEvent::Killed { signal: SIGKILL, core_dumped: false });
     script.assert_snapshot(
         "core_mprotect_failure",
@@ -461,36 +691,47 @@ fn mprotect_failure_kills() {
     );
 }
 
-#[test]
-fn other_stop_while_stepping() {
-    let mut script = Script::new();
+fn other_stop_while_stepping(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_A + 0x70, PAGE_A + 0x70, MOV_EAX_FROM_RDI));
-    script.syscall_returns(0);
-    script.feed(ExecEvent::OtherStop);
-    script.instruction_done(2, |regs| regs.rax = 9);
-    script.syscall_returns(0);
-    script.assert_snapshot(
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x70, PAGE_A + 0x70, MOV_EAX_FROM_RDI));
+    script.gadget_step(CHILD_PID);
+    let at_instruction = script.registers_of(CHILD_PID);
+    script.feed(ExecEvent::OtherStop { tid: CHILD_PID, regs: Some(at_instruction) });
+    script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 9);
+    script.gadget_step(CHILD_PID);
+    script
+}
+
+#[test]
+fn other_stop_while_stepping_repeats_step() {
+    other_stop_while_stepping(MPROTECT).assert_snapshot(
         "core_other_stop_while_stepping",
         "a stop that is not a signal delivery while the load is stepped: the core repeats the \
          step instead of resuming the child with its page open",
     );
 }
 
-/// `maskmovq mm0, mm1`: a byte-masked store to [rdi] whose mask lives in an MMX register the
-/// decoder does not read, so the store is only a possible write.
-const MASKMOVQ: &[u8] = &[0x0f, 0xf7, 0xc1];
+#[test]
+fn other_stop_while_stepping_repeats_step_pkey() {
+    other_stop_while_stepping(PKEY).assert_snapshot(
+        "core_other_stop_while_stepping_pkey",
+        "a stop that is not a signal delivery while the load is stepped with its protection key \
+         open: the core repeats the step instead of resuming the thread with the key open",
+    );
+}
+
+fn possible_write_not_taken(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.access(CHILD_PID, PAGE_A + 0x40, MASKMOVQ, |_| {});
+    script.end();
+    script
+}
 
 #[test]
 fn possible_write_that_writes_nothing() {
-    let mut script = Script::new();
-    script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_A + 0x40, PAGE_A + 0x40, MASKMOVQ));
-    script.syscall_returns(0);
-    script.instruction_done(3, |_| {});
-    script.syscall_returns(0);
-    script.send(ChildMessage::End);
-    script.assert_snapshot(
+    possible_write_not_taken(MPROTECT).assert_snapshot(
         "core_possible_write_not_taken",
         "maskmovq is stepped with its page opened read-only (mprotect 1); it completes without \
          a fault, so it wrote nothing and the trace holds no access for it",
@@ -498,22 +739,324 @@ fn possible_write_that_writes_nothing() {
 }
 
 #[test]
-fn possible_write_that_writes() {
-    let mut script = Script::new();
+fn possible_write_that_writes_nothing_pkey() {
+    possible_write_not_taken(PKEY).assert_snapshot(
+        "core_possible_write_not_taken_pkey",
+        "maskmovq is stepped with its protection key opened read-only; it completes without a \
+         fault, so it wrote nothing and the trace holds no access for it",
+    );
+}
+
+fn possible_write_taken(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
-    script.feed(segv(PAGE_A + 0x40, PAGE_A + 0x40, MASKMOVQ));
-    script.syscall_returns(0);
-    let at_instruction = script.child_registers();
-    let write_fault = SigInfo::new(SIGSEGV, SEGV_ACCERR, PAGE_A + 0x42);
-    script.feed(stop(write_fault, at_instruction, MASKMOVQ.to_vec(), Disposition::Default));
-    script.syscall_returns(0);
-    script.instruction_done(3, |_| {});
-    script.syscall_returns(0);
-    script.send(ChildMessage::End);
-    script.assert_snapshot(
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x40, PAGE_A + 0x40, MASKMOVQ));
+    script.gadget_step(CHILD_PID);
+    // Stepped with the page read-only, the store faults at its first written byte.
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x42, PAGE_A + 0x40, MASKMOVQ));
+    script.gadget_step(CHILD_PID);
+    script.instruction_done(CHILD_PID, 3, |_| {});
+    script.gadget_step(CHILD_PID);
+    script.end();
+    script
+}
+
+#[test]
+fn possible_write_that_writes() {
+    possible_write_taken(MPROTECT).assert_snapshot(
         "core_possible_write_taken",
         "maskmovq faults while its page is open read-only, so it writes: the page is reopened \
          read-write (mprotect 3), the store is stepped again and recorded as a certain 8-byte \
          write",
+    );
+}
+
+#[test]
+fn possible_write_that_writes_pkey() {
+    possible_write_taken(PKEY).assert_snapshot(
+        "core_possible_write_taken_pkey",
+        "maskmovq faults while its protection key is open read-only, so it writes: the key is \
+         reopened read-write, the store is stepped again and recorded as a certain 8-byte write",
+    );
+}
+
+// Several threads and processes.
+
+/// Plays the main thread and [`THREAD`] faulting on traced pages one after the other, before
+/// either access has finished.
+fn concurrent_accesses(protection: Protection) -> Script {
+    let mut script = Script::new(protection);
+    script.spawn_thread(THREAD);
+    script.start(&[pages(PAGE_A, 1), pages(PAGE_C, 1)]);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_FROM_RDI));
+    script.feed(script.fault(THREAD, PAGE_C + 0x20, PAGE_C + 0x20, MOV_EAX_TO_RDI));
+    script
+}
+
+#[test]
+fn concurrent_accesses_pkey() {
+    let mut script = concurrent_accesses(PKEY);
+    script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 0x1234_5678);
+    script.instruction_done(THREAD, 2, |_| {});
+    script.end();
+    script.assert_snapshot(
+        "core_concurrent_accesses_pkey",
+        "with a protection key, the main thread faults on page A, then thread 4322 on page C \
+         before the first load is stepped: each thread gets the key opened in its own PKRU and is \
+         stepped at once, each action names only its own thread, and End returns the read and \
+         the write in the order their steps finished",
+    );
+}
+
+#[test]
+fn concurrent_accesses_held() {
+    // The main thread's fault interrupts thread 4322, which stops at its own fault instead.
+    let mut script = concurrent_accesses(MPROTECT);
+    // The main thread runs its access; thread 4322 stays stopped at its fault meanwhile.
+    script.syscall_returns(CHILD_PID, 0);
+    script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 0x1234_5678);
+    script.syscall_returns(CHILD_PID, 0);
+    // The main thread is interrupted again before thread 4322 runs its own access.
+    script.interrupted(CHILD_PID);
+    script.syscall_returns(THREAD, 0);
+    script.instruction_done(THREAD, 2, |_| {});
+    script.syscall_returns(THREAD, 0);
+    script.end();
+    script.assert_snapshot(
+        "core_concurrent_accesses_held",
+        "with mprotect, the main thread faults on page A and the core interrupts thread 4322, \
+         which stops at its own fault on page C: it is held with no action while the main \
+         thread's access runs; the Continue that ends that access comes with an Interrupt of the \
+         main thread, and once it has stopped thread 4322's access runs, after which both \
+         threads are resumed; End returns the read, then the write",
+    );
+}
+
+#[test]
+fn thread_announced_before_first_stop() {
+    let mut script = Script::new(PKEY);
+    script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: THREAD, kind: TaskKind::Thread });
+    script.feed(first_stop(THREAD));
+    script.start(&[pages(PAGE_A, 1)]);
+    script.access(THREAD, PAGE_A + 0x8, MOV_EAX_FROM_RDI, |regs| regs.rax = 5);
+    script.end();
+    script.assert_snapshot(
+        "core_thread_announced_first",
+        "the main thread reports a new thread, which stops later: the parent is resumed at the \
+         report and the thread at its first stop; the new thread's access is then traced",
+    );
+}
+
+#[test]
+fn thread_stops_before_announcement() {
+    let mut script = Script::new(MPROTECT);
+    script.feed(first_stop(THREAD));
+    script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: THREAD, kind: TaskKind::Thread });
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(THREAD, PAGE_A + 0x8, PAGE_A + 0x8, MOV_EAX_FROM_RDI));
+    script.interrupted(CHILD_PID);
+    script.syscall_returns(THREAD, 0);
+    script.instruction_done(THREAD, 2, |regs| regs.rax = 5);
+    script.syscall_returns(THREAD, 0);
+    script.end();
+    script.assert_snapshot(
+        "core_thread_stops_first",
+        "a new thread stops before its parent reports it: the stop gets no action, then the \
+         report resumes both the parent and the thread; the new thread's access is then traced \
+         with mprotect, the main thread interrupted meanwhile",
+    );
+}
+
+#[test]
+fn fork_during_call_mprotect() {
+    let mut script = Script::new(MPROTECT);
+    script.start(&[pages(PAGE_A, 1), pages(PAGE_C, 1)]);
+    script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: FORKED, kind: TaskKind::Fork });
+    script.feed(first_stop(FORKED));
+    script.syscall_returns(FORKED, 0);
+    script.syscall_returns(FORKED, 0);
+    script.end();
+    script.assert_snapshot(
+        "core_fork_during_call",
+        "with mprotect, the program forks during a call on two separate runs of pages: the \
+         parent is resumed, the forked process runs the gadget once per run to make its copy \
+         read-write, gets its registers from its first stop back and is detached",
+    );
+}
+
+#[test]
+fn fork_during_call_pkey() {
+    let mut script = Script::new(PKEY);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(first_stop(FORKED));
+    script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: FORKED, kind: TaskKind::Fork });
+    script.end();
+    script.assert_snapshot(
+        "core_fork_during_call_pkey",
+        "with a protection key, a forked process stops before its parent reports it: the \
+         report resumes the parent, opens the key read-write in the forked process and \
+         detaches it",
+    );
+}
+
+#[test]
+fn vfork_during_call_mprotect() {
+    let mut script = Script::new(MPROTECT);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: FORKED, kind: TaskKind::Vfork });
+    script.feed(first_stop(FORKED));
+    script.end();
+    script.assert_snapshot(
+        "core_vfork_during_call",
+        "with mprotect, a vfork child shares the program's pages, so opening them would open \
+         the program's: the parent is resumed and the vfork child is only detached",
+    );
+}
+
+#[test]
+fn fork_outside_call() {
+    let mut script = Script::new(MPROTECT);
+    script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: FORKED, kind: TaskKind::Fork });
+    script.feed(first_stop(FORKED));
+    script.assert_snapshot(
+        "core_fork_outside_call",
+        "a process forked outside any traced call has no protected pages: the parent is \
+         resumed and the forked process detached at its first stop",
+    );
+}
+
+#[test]
+fn thread_exits_while_stepping_pkey() {
+    let mut script = Script::new(PKEY);
+    script.spawn_thread(THREAD);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(THREAD, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_TO_RDI));
+    script.feed(ExecEvent::TaskExited { tid: THREAD });
+    script.access(CHILD_PID, PAGE_A + 0x20, MOV_EAX_FROM_RDI, |regs| regs.rax = 1);
+    script.end();
+    script.assert_snapshot(
+        "core_thread_exits_while_stepping_pkey",
+        "with a protection key, thread 4322 ends while its store is stepped: its exit gets no \
+         action and its store is not recorded; the main thread's access is traced as usual",
+    );
+}
+
+#[test]
+fn thread_exits_while_stepping_releases_held() {
+    let mut script = Script::new(MPROTECT);
+    script.spawn_thread(THREAD);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(THREAD, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_TO_RDI));
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x20, PAGE_A + 0x20, MOV_EAX_FROM_RDI));
+    script.syscall_returns(THREAD, 0);
+    script.feed(ExecEvent::TaskExited { tid: THREAD });
+    script.syscall_returns(CHILD_PID, 0);
+    script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 1);
+    script.syscall_returns(CHILD_PID, 0);
+    script.end();
+    script.assert_snapshot(
+        "core_thread_exits_while_stepping",
+        "with mprotect, thread 4322 faults and the core interrupts the main thread, which stops \
+         at its own fault and is held; thread 4322 ends while its store is stepped with page A \
+         open: the exit releases the main thread, whose access then runs; the store is not \
+         recorded",
+    );
+}
+
+#[test]
+fn protocol_stop_from_second_thread() {
+    let mut script = Script::new(MPROTECT);
+    script.spawn_thread(THREAD);
+    let request =
+        StartRequest { pages: vec![pages(PAGE_A, 1)], page_size: PAGE_SIZE, protection: MPROTECT, emulate: false };
+    script.send(THREAD, ChildMessage::Start(request));
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x30, PAGE_A + 0x30, MOV_EAX_TO_RDI));
+    script.interrupted(THREAD);
+    script.syscall_returns(CHILD_PID, 0);
+    script.instruction_done(CHILD_PID, 2, |_| {});
+    script.syscall_returns(CHILD_PID, 0);
+    script.send(THREAD, ChildMessage::End);
+    script.assert_snapshot(
+        "core_protocol_stop_second_thread",
+        "thread 4322 starts and ends the call: the core receives each message at that thread's \
+         protocol stop and resumes that thread before replying; the main thread's store is \
+         traced in between, with thread 4322 interrupted while the page is open",
+    );
+}
+
+#[test]
+fn end_while_stepping_pkey() {
+    let mut script = Script::new(PKEY);
+    script.spawn_thread(THREAD);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(THREAD, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_TO_RDI));
+    script.end();
+    script.instruction_done(THREAD, 2, |_| {});
+    script.assert_snapshot(
+        "core_end_while_stepping_pkey",
+        "with a protection key, the main thread ends the call while thread 4322 steps its store \
+         with the key open: End returns no access, and when the step ends the key is closed \
+         before thread 4322 resumes, because the child keeps the key for later calls",
+    );
+}
+
+#[test]
+fn thread_created_while_stopping_threads() {
+    let mut script = Script::new(MPROTECT);
+    script.spawn_thread(THREAD);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_FROM_RDI));
+    // Thread 4322 stops for the interrupt by reporting the creation of a thread of its own.
+    script.feed(ExecEvent::NewTask { parent: THREAD, tid: THIRD_THREAD, kind: TaskKind::Thread });
+    script.feed(first_stop(THIRD_THREAD));
+    script.syscall_returns(CHILD_PID, 0);
+    script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 3);
+    script.syscall_returns(CHILD_PID, 0);
+    script.assert_snapshot(
+        "core_thread_created_while_stopping",
+        "with mprotect, the main thread faults and the core interrupts thread 4322, which stops \
+         reporting a new thread 4323: the page is opened only after thread 4323's first stop, \
+         which keeps it stopped, and all three threads resume when the main thread's access ends",
+    );
+}
+
+#[test]
+fn held_access_needs_vector_registers() {
+    let mut script = Script::new(MPROTECT);
+    script.spawn_thread(THREAD);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_FROM_RDI));
+    // Thread 4322 stops for the interrupt at its own fault, a gather whose decoding needs its
+    // vector registers.
+    script.feed(script.fault(THREAD, PAGE_A + 0x40, PAGE_A + 0x40, VPGATHERDD));
+    script.syscall_returns(CHILD_PID, 0);
+    script.instruction_done(CHILD_PID, 2, |regs| regs.rax = 3);
+    script.syscall_returns(CHILD_PID, 0);
+    script.interrupted(CHILD_PID);
+    script.feed(ExecEvent::VectorRegisters { tid: THREAD, vectors: gather_vectors() });
+    script.syscall_returns(THREAD, 0);
+    script.instruction_done(THREAD, 6, |_| {});
+    script.syscall_returns(THREAD, 0);
+    script.assert_snapshot(
+        "core_held_access_needs_vectors",
+        "with mprotect, thread 4322 is held at a gather while the main thread's access runs; \
+         once the main thread has been interrupted again, the core asks for thread 4322's vector \
+         registers and keeps the main thread stopped until that access has ended",
+    );
+}
+
+#[test]
+fn fork_released_after_end() {
+    let mut script = Script::new(MPROTECT);
+    script.start(&[pages(PAGE_A, 1)]);
+    script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: FORKED, kind: TaskKind::Fork });
+    script.end();
+    script.feed(first_stop(FORKED));
+    script.syscall_returns(FORKED, 0);
+    script.assert_snapshot(
+        "core_fork_released_after_end",
+        "with mprotect, the program forks during a call and ends the call before the forked \
+         process's first stop: the process still has its copy of the page protected, so the \
+         gadget opens it there before it is detached",
     );
 }

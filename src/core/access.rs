@@ -1,6 +1,13 @@
 //! Stepping one faulting instruction: open its traced pages, step it, close them, resume.
 //!
-//! The action sequence for one access, once the fault has been decoded:
+//! With protection keys the pages are opened for the faulting thread alone, by its PKRU:
+//!
+//! ```text
+//! fault ─► SetKeyRights(read-write) + Step ─► trap (the instruction ran)
+//!       ─► SetKeyRights(no access) + Continue
+//! ```
+//!
+//! With `mprotect` the child runs the system call itself, from its `syscall` gadget:
 //!
 //! ```text
 //! fault ─► for each run: SetRegisters(gadget: mprotect(run, RW)) + Step ─► trap
@@ -16,10 +23,11 @@
 //! possible writes are recorded as certain.
 
 use super::pages::merge_runs;
-use super::{Action, Call, CoreState as State, Report, SigInfo, SignalStop};
+use super::{Action, Call, KeyRights, Report, SigInfo, SignalStop, Thread};
 use super::{SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP, TRAP_BRKPT, TRAP_TRACE};
 use crate::decode::{decode_x86_64, decode_x86_64_with_vectors, Decoded};
 use crate::event::{Access, AccessKind, PageRange, UnsupportedInstruction};
+use crate::messages::Protection;
 use crate::regs::{Registers, VectorRegisters};
 
 /// Linux x86-64 system call number of `mprotect`.
@@ -31,15 +39,20 @@ const PROT_READ_WRITE: u64 = 0x1 | 0x2;
 /// core gives up on it. Each retry opens one more page, and an instruction reaches at most a
 /// few (a `movs` that straddles pages at both ends touches four).
 const MAX_EXTRA_PAGES: u8 = 8;
+/// Words of the comparison protocol's callback stack zeroed before each open and close:
+/// 1024 bytes.
+const ZEROED_STACK_WORDS: u32 = 128;
 
 /// The state of one faulting instruction while it is being stepped.
 #[derive(Debug)]
 pub(crate) struct AccessStep {
+    tid: i32,
+    protection: Protection,
     /// Registers at the fault: the instruction restarts from them.
     fault_regs: Registers,
     /// The accesses to record once the instruction has run.
     accesses: Vec<Access>,
-    /// The traced pages the instruction needs open.
+    /// The traced pages the instruction needs open (with `mprotect` only).
     runs: Vec<PageRange>,
     phase: Phase,
     /// Registers after the instruction ran (or the fault registers, when it crashed).
@@ -47,31 +60,41 @@ pub(crate) struct AccessStep {
     /// Signals that arrived while pages were open, to deliver after they are closed.
     deferred: Vec<SigInfo>,
     extra_pages: u8,
-    /// A fatal fault of the instruction was reported: the program dies once it is delivered.
-    crashed: bool,
     /// The pages are opened read-only to learn whether a possible write happens.
     probing_write: bool,
+    /// Width of the flags image the instruction pushes (`pushf`/`pushfq`), which the step's
+    /// trap flag would otherwise leak into.
+    pushed_flags: Option<usize>,
+    /// The call the instruction faulted in has ended, so the step records nothing, even if
+    /// another call has started since.
+    call_ended: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// Opening `runs[index]`.
+    /// Opening `runs[index]` with `mprotect`.
     Opening(usize),
     /// The instruction itself is being stepped.
     Instruction,
-    /// Closing `runs[index]`.
+    /// Closing `runs[index]` with `mprotect`.
     Closing(usize),
 }
 
-/// Decodes a fault on a traced page and starts opening the pages it needs, or asks for the
-/// vector registers first when the instruction's accesses depend on them.
-pub(super) fn start(mut call: Call, stop: SignalStop, vectors: Option<&VectorRegisters>) -> (State, Vec<Action>) {
+/// The outcome of decoding a fault.
+pub(super) enum Started {
+    /// The pages are being opened; execute these actions.
+    Stepping(AccessStep, Vec<Action>),
+    /// The decoder needs the thread's vector registers first.
+    NeedsVectors(SignalStop),
+}
+
+/// Decodes a fault on a traced page and starts opening the pages it needs.
+pub(super) fn start(call: &mut Call, stop: SignalStop, vectors: Option<&VectorRegisters>) -> Started {
     let decoded = match vectors {
         Some(vectors) => decode_x86_64_with_vectors(&stop.code, &stop.regs, vectors),
         None => decode_x86_64(&stop.code, &stop.regs),
     };
-    let fault_page = call.pages.page_of(stop.info.addr);
-    let mut runs = vec![fault_page];
+    let mut runs = vec![call.pages.page_of(stop.info.addr)];
     let accesses = match decoded {
         Decoded::Instruction(instruction) => {
             let traced: Vec<Access> =
@@ -84,8 +107,7 @@ pub(super) fn start(mut call: Call, stop: SignalStop, vectors: Option<&VectorReg
                 });
             }
             for access in &traced {
-                let pages = call.pages.traced_pages_of(access.addr, access.end());
-                merge_runs(&mut runs, &pages);
+                merge_runs(&mut runs, &call.pages.traced_pages_of(access.addr, access.end()));
             }
             traced
         }
@@ -93,9 +115,7 @@ pub(super) fn start(mut call: Call, stop: SignalStop, vectors: Option<&VectorReg
             call.trace.unsupported.push(unsupported);
             Vec::new()
         }
-        Decoded::NeedsVectorRegisters if vectors.is_none() => {
-            return (State::FetchingVectors(call, stop), vec![Action::ReadVectorRegisters]);
-        }
+        Decoded::NeedsVectorRegisters if vectors.is_none() => return Started::NeedsVectors(stop),
         Decoded::NeedsVectorRegisters => {
             call.trace.unsupported.push(UnsupportedInstruction {
                 addr: stop.regs.rip,
@@ -108,7 +128,9 @@ pub(super) fn start(mut call: Call, stop: SignalStop, vectors: Option<&VectorReg
 
     let has_possible_write = accesses.iter().any(|access| access.kind == AccessKind::PossibleWrite);
     let has_write = accesses.iter().any(|access| access.kind == AccessKind::Write);
-    let step = AccessStep {
+    let mut step = AccessStep {
+        tid: stop.tid,
+        protection: call.protection,
         fault_regs: stop.regs,
         accesses,
         runs,
@@ -116,15 +138,17 @@ pub(super) fn start(mut call: Call, stop: SignalStop, vectors: Option<&VectorReg
         resume_regs: stop.regs,
         deferred: Vec::new(),
         extra_pages: 0,
-        crashed: false,
         probing_write: has_possible_write && !has_write,
+        pushed_flags: pushed_flags_width(&stop.code),
+        call_ended: false,
     };
-    let actions = step.gadget_actions(&call, 0, step.open_protection());
-    (State::Stepping(call, step), actions)
+    let actions = step.open();
+    Started::Stepping(step, actions)
 }
 
-/// Handles a signal stop while an instruction is being stepped.
-pub(super) fn on_signal(call: Call, mut step: AccessStep, stop: SignalStop) -> (State, Vec<Action>) {
+/// Handles a signal stop of a thread that is stepping an instruction.
+pub(super) fn on_signal(call: &mut Call, mut step: AccessStep, stop: SignalStop) -> (Thread, Vec<Action>) {
+    let tid = step.tid;
     if is_step_trap(&stop.info) {
         return on_trap(call, step, stop.regs);
     }
@@ -133,11 +157,14 @@ pub(super) fn on_signal(call: Call, mut step: AccessStep, stop: SignalStop) -> (
     if !synchronous_fault {
         // An asynchronous signal: hold it back and repeat the step it interrupted.
         step.deferred.push(stop.info);
-        return (State::Stepping(call, step), vec![Action::Step { signal: None }]);
+        return (Thread::Stepping(step), vec![Action::Step { tid, signal: None }]);
     }
 
     let on_traced_page = call.pages.contains(stop.info.addr);
-    let on_open_page = step.runs.iter().any(|run| run.contains(stop.info.addr));
+    let on_open_page = match step.protection {
+        Protection::Mprotect { .. } => step.runs.iter().any(|run| run.contains(stop.info.addr)),
+        Protection::ProtectionKey { .. } => on_traced_page,
+    };
     if step.phase == Phase::Instruction && step.probing_write && on_open_page {
         // The read-only probe faulted on an open page, so the instruction writes: reopen
         // the pages read-write and step it again from the fault registers.
@@ -147,31 +174,34 @@ pub(super) fn on_signal(call: Call, mut step: AccessStep, stop: SignalStop) -> (
                 access.kind = AccessKind::Write;
             }
         }
-        step.phase = Phase::Opening(0);
-        let actions = step.gadget_actions(&call, 0, PROT_READ_WRITE);
-        return (State::Stepping(call, step), actions);
+        let actions = step.open();
+        return (Thread::Stepping(step), actions);
     }
-    if step.phase == Phase::Instruction && on_traced_page && step.extra_pages < MAX_EXTRA_PAGES {
+    let mprotect = matches!(step.protection, Protection::Mprotect { .. });
+    if step.phase == Phase::Instruction && mprotect && on_traced_page && step.extra_pages < MAX_EXTRA_PAGES {
         // The instruction needs a traced page the decoder did not predict: open it and retry.
         step.extra_pages += 1;
         step.fault_regs = stop.regs;
         let index = step.runs.len();
         step.runs.push(call.pages.page_of(stop.info.addr));
         step.phase = Phase::Opening(index);
-        let actions = step.gadget_actions(&call, index, step.open_protection());
-        return (State::Stepping(call, step), actions);
+        let actions = step.gadget_actions(index, step.open_protection());
+        return (Thread::Stepping(step), actions);
     }
 
     if step.phase == Phase::Instruction {
-        // The instruction itself crashed: close the pages, then deliver the fault at it.
-        let crash = super::is_fatal_fault(&stop).then(|| super::crash_report(&stop, Some(&call)));
-        step.crashed = crash.is_some();
+        // The instruction itself crashed: close the pages, then deliver the fault at it. A
+        // divide error comes after the operand was read, so those reads happened.
+        if stop.info.signo == SIGFPE {
+            call.trace.accesses.extend(step.accesses.iter().filter(|access| access.kind == AccessKind::Read));
+        }
+        let crash = super::is_fatal_fault(&stop).then(|| super::crash_report(&stop, Some(call)));
         step.resume_regs = stop.regs;
         step.deferred.insert(0, stop.info);
-        step.phase = Phase::Closing(0);
+        let (next, closing) = step.close();
         let mut actions: Vec<Action> = crash.into_iter().map(Action::Report).collect();
-        actions.extend(step.gadget_actions(&call, 0, PROT_NONE));
-        return (State::Stepping(call, step), actions);
+        actions.extend(closing);
+        return (next, actions);
     }
 
     // The gadget faulted: the child's state is not what the protocol expects.
@@ -182,13 +212,48 @@ pub(super) fn on_signal(call: Call, mut step: AccessStep, stop: SignalStop) -> (
     protocol_failure(call, message)
 }
 
+/// Handles a stop of a thread whose call ended while it was stepping: it is let finish its
+/// step, recording nothing, then resumed as after any step. Its key is closed, because the
+/// child keeps the key for later calls, and a thread left at the gadget gets its own
+/// registers back.
+pub(super) fn on_signal_after_call(mut step: AccessStep, stop: SignalStop) -> (Thread, Vec<Action>) {
+    let tid = step.tid;
+    let trap = is_step_trap(&stop.info);
+    let synchronous_fault = matches!(stop.info.signo, SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGTRAP) && stop.info.code > 0;
+    if !trap && !synchronous_fault {
+        step.deferred.push(stop.info);
+        return (Thread::Stepping(step), vec![Action::Step { tid, signal: None }]);
+    }
+    step.accesses.clear();
+    let mut actions = Vec::new();
+    step.resume_regs = match step.phase {
+        // The gadget ran (or faulted): the instruction runs again, on pages the child has made
+        // accessible or that a new call traces.
+        Phase::Opening(_) => step.fault_regs,
+        Phase::Instruction if trap => {
+            actions.extend(step.flags_image_fix(&stop.regs));
+            stop.regs
+        }
+        // The instruction faulted, so it restarts: a crash faults again and is handled as any
+        // fault, and a fault on pages a new call protects starts an access of that call.
+        Phase::Instruction => stop.regs,
+        Phase::Closing(_) => step.resume_regs,
+    };
+    if let Protection::ProtectionKey { key } = step.protection {
+        actions.push(Action::SetKeyRights { tid, key, rights: KeyRights::NoAccess });
+    }
+    let restore_registers = matches!(step.protection, Protection::Mprotect { .. });
+    actions.extend(step.resume_actions(restore_registers));
+    (Thread::Running, actions)
+}
+
 /// The trap that ends a single-step: `TRAP_TRACE`, or `TRAP_BRKPT` after stepping over a
 /// `syscall` instruction (Linux reports that step from the system-call exit path).
 fn is_step_trap(info: &SigInfo) -> bool {
     info.signo == SIGTRAP && (info.code == TRAP_TRACE || info.code == TRAP_BRKPT)
 }
 
-fn on_trap(mut call: Call, mut step: AccessStep, regs: Registers) -> (State, Vec<Action>) {
+fn on_trap(call: &mut Call, mut step: AccessStep, regs: Registers) -> (Thread, Vec<Action>) {
     match step.phase {
         Phase::Opening(index) | Phase::Closing(index) if regs.rax != 0 => {
             let run = step.runs.get(index).copied().unwrap_or(PageRange { start: 0, len: 0 });
@@ -198,13 +263,13 @@ fn on_trap(mut call: Call, mut step: AccessStep, regs: Registers) -> (State, Vec
         }
         Phase::Opening(index) if index + 1 < step.runs.len() => {
             step.phase = Phase::Opening(index + 1);
-            let actions = step.gadget_actions(&call, index + 1, step.open_protection());
-            (State::Stepping(call, step), actions)
+            let actions = step.gadget_actions(index + 1, step.open_protection());
+            (Thread::Stepping(step), actions)
         }
         Phase::Opening(_) => {
             step.phase = Phase::Instruction;
-            let actions = vec![Action::SetRegisters(step.fault_regs), Action::Step { signal: None }];
-            (State::Stepping(call, step), actions)
+            let actions = vec![Action::SetRegisters { tid: step.tid, regs: step.fault_regs }, Action::Step { tid: step.tid, signal: None }];
+            (Thread::Stepping(step), actions)
         }
         Phase::Instruction => {
             if step.probing_write {
@@ -213,37 +278,116 @@ fn on_trap(mut call: Call, mut step: AccessStep, regs: Registers) -> (State, Vec
             }
             call.trace.accesses.append(&mut step.accesses);
             step.resume_regs = regs;
-            step.phase = Phase::Closing(0);
-            let actions = step.gadget_actions(&call, 0, PROT_NONE);
-            (State::Stepping(call, step), actions)
+            let fix_flags = step.flags_image_fix(&regs);
+            let (next, mut actions) = step.close();
+            actions.splice(0..0, fix_flags);
+            (next, actions)
         }
         Phase::Closing(index) if index + 1 < step.runs.len() => {
             step.phase = Phase::Closing(index + 1);
-            let actions = step.gadget_actions(&call, index + 1, PROT_NONE);
-            (State::Stepping(call, step), actions)
+            let actions = step.gadget_actions(index + 1, PROT_NONE);
+            (Thread::Stepping(step), actions)
         }
-        Phase::Closing(_) => resume(call, step),
+        Phase::Closing(_) => step.resume(),
     }
 }
 
-/// Restores the registers and resumes the call. The first held-back signal is delivered by
-/// the resume itself; the others are queued to the thread again first, so the kernel delivers
-/// them next and each one stops the thread like any signal.
-fn resume(call: Call, mut step: AccessStep) -> (State, Vec<Action>) {
-    let signal = if step.deferred.is_empty() { None } else { Some(step.deferred.remove(0)) };
-    let mut actions = vec![Action::SetRegisters(step.resume_regs)];
-    actions.extend(step.deferred.drain(..).map(Action::QueueSignal));
-    actions.push(Action::Continue { signal });
-    let next = if step.crashed { State::Dying } else { State::Tracing(call) };
-    (next, actions)
+/// Returns the width of the image a `pushf` (0x66 prefix, 2 bytes) or `pushfq` (8 bytes)
+/// instruction at the start of `code` pushes, or `None` for any other instruction.
+fn pushed_flags_width(code: &[u8]) -> Option<usize> {
+    let mut width = 8;
+    for &byte in code.iter().take(15) {
+        match byte {
+            0x66 => width = 2,
+            // Segment, lock and repeat prefixes, and REX, do not change pushf.
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0xf0 | 0xf2 | 0xf3 | 0x40..=0x4f => {}
+            0x9c => return Some(width),
+            _ => return None,
+        }
+    }
+    None
 }
 
-fn protocol_failure(call: Call, message: String) -> (State, Vec<Action>) {
-    let report = Report::ProtocolError { message, trace: Some(call.trace) };
-    (State::Dying, vec![Action::Report(report), Action::Kill])
+fn protocol_failure(call: &mut Call, message: String) -> (Thread, Vec<Action>) {
+    let report = Report::ProtocolError { message, trace: Some(call.trace.clone()) };
+    (Thread::Running, vec![Action::Report(report), Action::Kill])
 }
 
 impl AccessStep {
+    /// Marks the step as belonging to a call that has ended.
+    pub(super) fn end_call(&mut self) {
+        self.call_ended = true;
+    }
+
+    pub(super) fn call_ended(&self) -> bool {
+        self.call_ended
+    }
+
+    /// Opens the pages for the instruction and steps towards it.
+    fn open(&mut self) -> Vec<Action> {
+        match self.protection {
+            Protection::Mprotect { .. } => {
+                self.phase = Phase::Opening(0);
+                self.gadget_actions(0, self.open_protection())
+            }
+            Protection::ProtectionKey { key } => {
+                self.phase = Phase::Instruction;
+                let rights = if self.probing_write { KeyRights::ReadOnly } else { KeyRights::ReadWrite };
+                vec![Action::SetKeyRights { tid: self.tid, key, rights }, Action::Step { tid: self.tid, signal: None }]
+            }
+        }
+    }
+
+    /// Closes the pages after the instruction (or its crash). With a protection key that is
+    /// one action and the thread resumes at once.
+    fn close(mut self) -> (Thread, Vec<Action>) {
+        match self.protection {
+            Protection::Mprotect { .. } => {
+                self.phase = Phase::Closing(0);
+                let actions = self.gadget_actions(0, PROT_NONE);
+                (Thread::Stepping(self), actions)
+            }
+            Protection::ProtectionKey { key } => {
+                let mut actions = vec![Action::SetKeyRights { tid: self.tid, key, rights: KeyRights::NoAccess }];
+                actions.extend(self.resume_actions(false));
+                (Thread::Running, actions)
+            }
+        }
+    }
+
+    /// Restores the registers and resumes the thread.
+    fn resume(mut self) -> (Thread, Vec<Action>) {
+        let actions = self.resume_actions(true);
+        (Thread::Running, actions)
+    }
+
+    /// The first held-back signal is delivered by the resume itself; the others are queued to
+    /// the thread again first, so the kernel delivers them next and each one stops the thread
+    /// like any signal.
+    fn resume_actions(&mut self, restore_registers: bool) -> Vec<Action> {
+        let tid = self.tid;
+        let signal = if self.deferred.is_empty() { None } else { Some(self.deferred.remove(0)) };
+        let mut actions = Vec::new();
+        if restore_registers {
+            actions.push(Action::SetRegisters { tid, regs: self.resume_regs });
+        }
+        actions.extend(self.deferred.drain(..).map(|info| Action::QueueSignal { tid, info }));
+        actions.push(Action::Continue { tid, signal });
+        actions
+    }
+
+    /// Rewrites the flags image a stepped `pushf`/`pushfq` stored, which has the trap flag of
+    /// the single-step set, with the image the program would have pushed: its own flags with
+    /// RF and VM cleared, as the CPU stores them.
+    fn flags_image_fix(&self, after: &Registers) -> Vec<Action> {
+        let Some(width) = self.pushed_flags else {
+            return Vec::new();
+        };
+        let image = self.fault_regs.eflags & 0x00fc_ffff;
+        let bytes = image.to_le_bytes()[..width].to_vec();
+        vec![Action::WriteMemory { tid: self.tid, addr: after.rsp, bytes }]
+    }
+
     /// The protection the pages are opened with: read-only while probing for a write.
     fn open_protection(&self) -> u64 {
         if self.probing_write {
@@ -253,11 +397,19 @@ impl AccessStep {
         }
     }
 
-    /// Points the child at the `syscall` gadget to run `mprotect(runs[index], prot)` and steps it.
-    fn gadget_actions(&self, call: &Call, index: usize, prot: u64) -> Vec<Action> {
+    /// Points the thread at the `syscall` gadget to run `mprotect(runs[index], prot)` and
+    /// steps it.
+    fn gadget_actions(&self, index: usize, prot: u64) -> Vec<Action> {
+        let Protection::Mprotect { syscall_gadget, zeroed_stack } = self.protection else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        if let (Some(addr), 0) = (zeroed_stack, index) {
+            actions.push(Action::ZeroWords { tid: self.tid, addr, count: ZEROED_STACK_WORDS });
+        }
         let run = self.runs.get(index).copied().unwrap_or(PageRange { start: 0, len: 0 });
         let regs = Registers {
-            rip: call.syscall_gadget,
+            rip: syscall_gadget,
             rax: SYS_MPROTECT,
             rdi: run.start,
             rsi: run.len,
@@ -265,6 +417,8 @@ impl AccessStep {
             orig_rax: u64::MAX,
             ..self.fault_regs
         };
-        vec![Action::SetRegisters(regs), Action::Step { signal: None }]
+        actions.push(Action::SetRegisters { tid: self.tid, regs });
+        actions.push(Action::Step { tid: self.tid, signal: None });
+        actions
     }
 }

@@ -12,35 +12,64 @@ use crate::regs::Registers;
 /// The enum is exhaustive on purpose: a new variant must break the driver's build until the
 /// driver executes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
 pub enum Action {
     /// Overwrite the stopped thread's general-purpose registers.
-    SetRegisters(Registers),
-    /// Write `bytes` into the traced process at `addr`, whatever the page's protection.
-    #[allow(missing_docs)]
-    WriteMemory { addr: u64, bytes: Vec<u8> },
+    SetRegisters { tid: i32, regs: Registers },
+    /// Write `bytes` into the process of thread `tid` at `addr`, whatever the page's protection.
+    WriteMemory { tid: i32, addr: u64, bytes: Vec<u8> },
+    /// Write `count` zero words at `addr` one `PTRACE_POKEDATA` at a time (the benchmarks'
+    /// comparison protocol only).
+    ZeroWords { tid: i32, addr: u64, count: u32 },
+    /// Set the stopped thread's PKRU rights for protection key `key`.
+    SetKeyRights { tid: i32, key: u32, rights: KeyRights },
     /// Resume the stopped thread for one instruction, delivering `signal` if given.
-    #[allow(missing_docs)]
-    Step { signal: Option<SigInfo> },
+    Step { tid: i32, signal: Option<SigInfo> },
     /// Make `signal` pending for the thread again, as the kernel would on delivery. Signals
     /// the kernel raised (and `tgkill`s) cannot be re-queued with their original siginfo, so
     /// those arrive as a `tgkill` of the same number.
-    QueueSignal(SigInfo),
+    QueueSignal { tid: i32, info: SigInfo },
     /// Resume the stopped thread, delivering `signal` if given.
-    #[allow(missing_docs)]
-    Continue { signal: Option<SigInfo> },
+    Continue { tid: i32, signal: Option<SigInfo> },
+    /// Like `Continue`, but the thread also stops at its next system-call entry or exit
+    /// (`PTRACE_SYSCALL`). The core resumes this way during traced calls.
+    ContinueToSyscall { tid: i32, signal: Option<SigInfo> },
+    /// Stop the running thread (`PTRACE_INTERRUPT`); it reports a stop later.
+    Interrupt { tid: i32 },
+    /// Stop tracing the stopped task (a process the program forked), which then runs freely.
+    Detach { tid: i32 },
     /// Read the stopped thread's vector and opmask registers and feed them back as
     /// [`super::ExecEvent::VectorRegisters`].
-    ReadVectorRegisters,
+    ReadVectorRegisters { tid: i32 },
+    /// Read `len` bytes of the process of thread `tid` at `addr`, whatever the protection,
+    /// and feed them back as [`super::ExecEvent::Memory`].
+    ReadMemory { tid: i32, addr: u64, len: usize },
+    /// Read what the program does with `signal` and feed it back as
+    /// [`super::ExecEvent::Disposition`].
+    ReadDisposition { tid: i32, signal: i32 },
     /// Receive the next message the child sent over the IPC channel and feed it back as
     /// [`super::ExecEvent::Message`] (or [`super::ExecEvent::MessageLost`]).
     ReceiveMessage,
+    /// Like `ReceiveMessage`, for a message that, if it exists, was sent already: wait only
+    /// briefly. Used after the program ended.
+    PollMessage,
     /// Send a message to the child over the IPC channel.
     Reply(SupervisorMessage),
     /// Hand a diagnosis to the embedder (crash, death mid-call, protocol breach).
     Report(Report),
-    /// Kill the traced process with SIGKILL.
+    /// Kill the traced program with SIGKILL.
     Kill,
-    /// The traced process is gone: stop supervising and exit with this status.
-    #[allow(missing_docs)]
+    /// The traced program is gone: stop supervising and exit with this status.
     Finish { exit_code: i32 },
+}
+
+/// What a thread may do with the pages of one protection key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyRights {
+    /// Any access faults.
+    NoAccess,
+    /// Reads succeed, writes fault.
+    ReadOnly,
+    /// Reads and writes succeed.
+    ReadWrite,
 }

@@ -13,14 +13,34 @@ pub enum ExecEvent {
     /// [`super::Action::ReceiveMessage`] found no message: the channel closed or timed out.
     #[allow(missing_docs)]
     MessageLost { reason: String },
-    /// The thread stopped because a signal is about to be delivered to it (a
+    /// A thread stopped because a signal is about to be delivered to it (a
     /// signal-delivery-stop), including the traps of single-steps.
     Signal(SignalStop),
-    /// The stopped thread's vector registers, which [`super::Action::ReadVectorRegisters`]
+    /// A stopped thread's vector registers, which [`super::Action::ReadVectorRegisters`]
     /// asked for.
-    VectorRegisters(VectorRegisters),
-    /// A ptrace stop that is not a signal delivery (group-stop, `PTRACE_EVENT_*`).
-    OtherStop,
+    #[allow(missing_docs)]
+    VectorRegisters { tid: i32, vectors: VectorRegisters },
+    /// Thread `parent` created `tid` (a thread or a process), which is now traced too. `parent`
+    /// is stopped at the event; `tid` reports its own first stop separately, before or after.
+    #[allow(missing_docs)]
+    NewTask { parent: i32, tid: i32, kind: TaskKind },
+    /// A ptrace stop that is not a signal delivery: group-stop, `PTRACE_EVENT_STOP` (a new
+    /// task's first stop among them), exec. `regs` are the thread's registers, when readable.
+    #[allow(missing_docs)]
+    OtherStop { tid: i32, regs: Option<Registers> },
+    /// A thread stopped at the entry to or the exit from a system call, which happens only
+    /// after [`super::Action::ContinueToSyscall`].
+    #[allow(missing_docs)]
+    Syscall { tid: i32, regs: Registers, phase: SyscallPhase },
+    /// The memory [`super::Action::ReadMemory`] asked for, or `None` if it could not be read.
+    #[allow(missing_docs)]
+    Memory { tid: i32, bytes: Option<Vec<u8>> },
+    /// The disposition [`super::Action::ReadDisposition`] asked for.
+    #[allow(missing_docs)]
+    Disposition { tid: i32, disposition: Disposition },
+    /// A traced task other than the program's main thread ended.
+    #[allow(missing_docs)]
+    TaskExited { tid: i32 },
     /// The traced program exited with this status.
     #[allow(missing_docs)]
     Exited { status: i32 },
@@ -29,9 +49,31 @@ pub enum ExecEvent {
     Killed { signal: i32, core_dumped: bool },
 }
 
+/// Whether a system-call stop is at the call's entry or its exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyscallPhase {
+    /// Before the kernel runs the call: `orig_rax` is the number, the arguments are in place.
+    Entry,
+    /// After the call: `rax` is its result.
+    Exit,
+}
+
+/// What kind of task a `clone`, `fork` or `vfork` made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// A thread of the traced program.
+    Thread,
+    /// A new process with a copy of the program's memory.
+    Fork,
+    /// A new process that shares the program's memory until it execs or exits.
+    Vfork,
+}
+
 /// The facts the driver gathers at a signal-delivery-stop.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalStop {
+    /// The stopped thread.
+    pub tid: i32,
     /// The pending signal's `siginfo_t`.
     pub info: SigInfo,
     /// The thread's registers at the stop.
@@ -52,6 +94,8 @@ pub enum Disposition {
     Ignored,
     /// A handler is installed.
     Caught,
+    /// Not read yet: the core asks with [`super::Action::ReadDisposition`] when it needs it.
+    Unknown,
 }
 
 /// The fields of a `siginfo_t` that the core reads, plus the whole structure so a delayed

@@ -9,29 +9,33 @@
 //!
 //! # The protocol, as the child and the supervisor run it
 //!
-//! 1. The child sends [`ChildMessage::Start`] with the pages to trace, then stops itself with
-//!    the protocol signal ([`PROTOCOL_SIGNAL`] queued with [`PROTOCOL_COOKIE`]).
+//! 1. The child protects the pages, sends [`ChildMessage::Start`], then stops itself with the
+//!    protocol signal ([`PROTOCOL_SIGNAL`] queued with [`PROTOCOL_COOKIE`]).
 //! 2. At that stop the core asks for the message, answers [`StartReply`] and resumes the
-//!    child, which protects the pages (`PROT_NONE`) and calls the native code.
-//! 3. Each access to a traced page faults. The core decodes the instruction, opens the pages it
-//!    touches by pointing the child at its `syscall` gadget with `mprotect` arguments and
-//!    single-stepping it, restores the registers and single-steps the instruction, closes the
-//!    pages the same way, restores the registers after the instruction and resumes.
-//! 4. After the call the child makes the pages accessible again, sends [`ChildMessage::End`]
-//!    and stops with the protocol signal; the core sends back the [`CallTrace`].
+//!    child, which calls the native code.
+//! 3. Each access to a traced page faults in whichever thread makes it. The core decodes the
+//!    instruction, opens the pages for that one instruction (see [`access`] for the two ways),
+//!    steps it, records its accesses, closes the pages and resumes the thread.
+//! 4. After the call the child sends [`ChildMessage::End`] and stops the same way; the core
+//!    sends back the [`CallTrace`] and the child makes the pages accessible again.
 //!
-//! Signals that arrive while an access is being stepped are held back and delivered once the
-//! pages are closed again, so a signal handler never runs with a traced page open.
+//! Every thread of the program is traced. Processes the program forks are traced only until
+//! their copy of the pages is made accessible, then detached (see [`tasks`]).
 #![forbid(unsafe_code)]
 
 mod access;
 mod action;
+mod emulation;
 mod event;
 mod pages;
 mod report;
+mod syscalls;
+mod tasks;
 
-pub use action::Action;
-pub use event::{Disposition, ExecEvent, SigInfo, SignalStop};
+use std::collections::BTreeMap;
+
+pub use action::{Action, KeyRights};
+pub use event::{Disposition, ExecEvent, SigInfo, SignalStop, SyscallPhase, TaskKind};
 pub use pages::{PageSet, PageSetError};
 pub use report::{Crash, ExitStatus, Report};
 
@@ -39,7 +43,7 @@ use access::AccessStep;
 use tracing::{debug, trace, warn};
 
 use crate::event::CallTrace;
-use crate::messages::{ChildMessage, StartReply, StartRequest, SupervisorMessage};
+use crate::messages::{ChildMessage, Protection, StartReply, StartRequest, SupervisorMessage};
 use crate::regs::VectorRegisters;
 
 /// The signal the child raises to stop itself at a protocol step (SIGUSR1 on Linux).
@@ -65,57 +69,99 @@ pub(crate) const TRAP_BRKPT: i32 = 1;
 /// [`Supervisor::handle_event`] and execute the returned actions in order.
 #[derive(Debug)]
 pub struct Supervisor {
-    state: State,
-    child_pid: i32,
+    program: i32,
     exit_code: Option<i32>,
+    lifecycle: Lifecycle,
+    call: Option<Call>,
+    /// The thread stopped with the protocol signal whose message is being received.
+    awaiting_message: Option<i32>,
+    threads: BTreeMap<i32, Thread>,
+    tasks: tasks::NewTasks,
+    /// The last call's trace and pages, sent to the child but not yet acknowledged: if the
+    /// program ends before it says it received them, they are reported instead.
+    undelivered: Option<(CallTrace, Vec<crate::event::PageRange>)>,
 }
 
-#[derive(Debug)]
-pub(crate) enum State {
-    /// The child runs outside a traced call.
-    Idle,
-    /// The child stopped with the protocol signal; its message is being received.
-    AwaitingMessage { call: Option<Call> },
-    /// The child runs a traced call with its pages protected.
-    Tracing(Call),
-    /// A fault on a traced page waits for the vector registers its decoding needs.
-    FetchingVectors(Call, SignalStop),
-    /// One faulting instruction is being stepped with its pages open.
-    Stepping(Call, AccessStep),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Running,
     /// A fatal fault was reported and the program is about to die of it.
     Dying,
-    /// The child is gone.
+    /// The program ended with this status; the core checks whether it received its last
+    /// trace before finishing.
+    Ending(ExitStatus),
+    /// The program is gone.
     Finished,
+}
+
+/// What the core is doing with one thread.
+#[derive(Debug)]
+pub(crate) enum Thread {
+    Running,
+    /// A fault on a traced page waits for the vector registers its decoding needs.
+    FetchingVectors(SignalStop),
+    /// One faulting instruction is being stepped with its pages open.
+    Stepping(AccessStep),
+    /// Its faulting instruction is carried out by the supervisor, which waits for the memory
+    /// the instruction reads.
+    Emulating(emulation::Emulating),
+    /// Stopped with a fault signal whose disposition was asked for.
+    FetchingDisposition(SignalStop),
+    /// Faulted on a traced page and waits for every other thread to stop before its pages
+    /// are opened with `mprotect`.
+    Waiting(SignalStop),
+    /// Kept stopped while another thread has pages open with `mprotect`.
+    Held(Held),
+}
+
+/// A thread the core keeps stopped, with what it will do once released.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    /// The fault on a traced page it stopped with, to be handled once released.
+    fault: Option<SignalStop>,
+    /// Signals it stopped for while held, to be delivered once released.
+    signals: Vec<SigInfo>,
+    /// It has reported a stop since it was interrupted (or was stopped when held).
+    stopped: bool,
 }
 
 /// One traced call in progress.
 #[derive(Debug)]
 pub(crate) struct Call {
     pub(crate) pages: PageSet,
-    pub(crate) syscall_gadget: u64,
+    pub(crate) protection: Protection,
     pub(crate) trace: CallTrace,
+    /// Simple instructions may be carried out by the supervisor: the child asked for it and
+    /// no system call has changed the traced pages' mapping since the call started.
+    pub(crate) emulation: bool,
 }
 
 impl Supervisor {
-    /// Creates the core for a child with this process id; it starts outside any call.
-    pub fn new(child_pid: i32) -> Supervisor {
-        Supervisor { state: State::Idle, child_pid, exit_code: None }
+    /// Creates the core for a program whose main thread has this id; it starts outside any
+    /// call.
+    pub fn new(program: i32) -> Supervisor {
+        let mut threads = BTreeMap::new();
+        threads.insert(program, Thread::Running);
+        Supervisor {
+            program,
+            exit_code: None,
+            lifecycle: Lifecycle::Running,
+            call: None,
+            awaiting_message: None,
+            threads,
+            tasks: tasks::NewTasks::default(),
+            undelivered: None,
+        }
     }
 
     /// Returns true while a traced call is running.
     pub fn in_call(&self) -> bool {
-        matches!(
-            self.state,
-            State::Tracing(_)
-                | State::Stepping(..)
-                | State::FetchingVectors(..)
-                | State::AwaitingMessage { call: Some(_) }
-        )
+        self.call.is_some()
     }
 
-    /// Returns true once the child is gone and no further event is expected.
+    /// Returns true once the program is gone and no further event is expected.
     pub fn is_finished(&self) -> bool {
-        matches!(self.state, State::Finished)
+        self.lifecycle == Lifecycle::Finished
     }
 
     /// Consumes one event and returns the actions to carry out, in order.
@@ -127,200 +173,534 @@ impl Supervisor {
             warn!(?event, "event after the traced program was gone");
             return Vec::new();
         }
-        let state = std::mem::replace(&mut self.state, State::Finished);
-        let before = state.name();
-        let (next, actions) = match event {
-            ExecEvent::Message(message) => self.on_message(state, message),
-            ExecEvent::MessageLost { reason } => on_message_lost(state, reason),
-            ExecEvent::Signal(stop) => self.on_signal(state, stop),
-            ExecEvent::VectorRegisters(vectors) => on_vector_registers(state, vectors),
-            ExecEvent::OtherStop => on_other_stop(state),
-            ExecEvent::Exited { status } => self.on_exit(state, ExitStatus::Exited(status)),
-            ExecEvent::Killed { signal, core_dumped } => {
-                self.on_exit(state, ExitStatus::Killed { signal, core_dumped })
-            }
+        let actions = match event {
+            ExecEvent::Message(message) => self.on_message(message),
+            ExecEvent::MessageLost { reason } => self.on_message_lost(reason),
+            ExecEvent::Signal(stop) => self.on_signal(stop),
+            ExecEvent::VectorRegisters { tid, vectors } => self.on_vector_registers(tid, vectors),
+            ExecEvent::NewTask { parent, tid, kind } => self.on_new_task(parent, tid, kind),
+            ExecEvent::OtherStop { tid, regs } => self.on_other_stop(tid, regs),
+            ExecEvent::Syscall { tid, regs, phase } => self.on_syscall(tid, &regs, phase),
+            ExecEvent::Disposition { tid, disposition } => self.on_disposition(tid, disposition),
+            ExecEvent::Memory { tid, bytes } => self.on_memory(tid, bytes),
+            ExecEvent::TaskExited { tid } => self.on_task_exited(tid),
+            ExecEvent::Exited { status } => self.on_exit(ExitStatus::Exited(status)),
+            ExecEvent::Killed { signal, core_dumped } => self.on_exit(ExitStatus::Killed { signal, core_dumped }),
         };
-        if next.name() != before {
-            debug!(from = before, to = next.name(), "state change");
-        }
-        self.state = next;
+        let actions = self.stop_at_syscalls_during_call(actions);
         for action in &actions {
             trace!(?action, "action");
         }
         actions
     }
 
-    fn on_message(&mut self, state: State, message: ChildMessage) -> (State, Vec<Action>) {
-        let State::AwaitingMessage { call } = state else {
+    /// During a call every resume also stops at system calls, so calls that touch the traced
+    /// pages are seen; outside calls threads run without those stops.
+    fn stop_at_syscalls_during_call(&self, actions: Vec<Action>) -> Vec<Action> {
+        if self.call.is_none() {
+            return actions;
+        }
+        let convert = |action| match action {
+            Action::Continue { tid, signal } => Action::ContinueToSyscall { tid, signal },
+            other => other,
+        };
+        actions.into_iter().map(convert).collect()
+    }
+
+    fn on_syscall(&mut self, tid: i32, regs: &crate::regs::Registers, phase: SyscallPhase) -> Vec<Action> {
+        if let (SyscallPhase::Entry, Some(call)) = (phase, self.call.as_mut()) {
+            if syscalls::changes_mapping(call, regs) {
+                call.emulation = false;
+            }
+            if let Some(note) = syscalls::check_entry(call, regs) {
+                debug!(tid, name = %note.name, effect = %note.effect, "system call on traced pages");
+                call.trace.system_calls.push(note);
+            }
+        }
+        match self.threads.get(&tid) {
+            // The interrupt a held thread owes may come as this stop: it stays stopped. Other
+            // states see this stop only from a confused driver, since only `ContinueToSyscall`
+            // leads to it; it is answered as any stop that is not a signal delivery, so a step
+            // in flight is repeated.
+            Some(Thread::Held(_) | Thread::Stepping(_) | Thread::Waiting(_) | Thread::FetchingDisposition(_)) => {
+                self.on_other_stop(tid, Some(*regs))
+            }
+            _ => vec![Action::Continue { tid, signal: None }],
+        }
+    }
+
+    fn on_message(&mut self, message: ChildMessage) -> Vec<Action> {
+        if let ChildMessage::TraceReceived = message {
+            // An acknowledgement queued before the message the core asked for: read on.
+            self.undelivered = None;
+            return match self.lifecycle {
+                Lifecycle::Ending(status) => self.finish(status),
+                _ => vec![Action::ReceiveMessage],
+            };
+        }
+        if let Lifecycle::Ending(status) = self.lifecycle {
+            // Read on: the acknowledgement may follow, and the closed channel ends the loop.
+            debug!(?message, ?status, "message from a program that has ended");
+            return vec![Action::PollMessage];
+        }
+        let Some(tid) = self.awaiting_message.take() else {
             warn!(?message, "message received while none was requested");
-            return (state, Vec::new());
+            return Vec::new();
         };
-        let resume = Action::Continue { signal: None };
-        match (message, call) {
-            (ChildMessage::Start(request), None) => match start_call(request) {
+        let resume = Action::Continue { tid, signal: None };
+        let reply = match message {
+            ChildMessage::Start(_) if self.call.is_some() => {
+                SupervisorMessage::StartReply(StartReply::Rejected("a traced call is already running".to_string()))
+            }
+            ChildMessage::Start(request) => match start_call(request) {
                 Ok(call) => {
-                    let reply = Action::Reply(SupervisorMessage::StartReply(StartReply::Started));
-                    (State::Tracing(call), vec![resume, reply])
+                    debug!(tid, pages = call.pages.runs().len(), "traced call starts");
+                    self.call = Some(call);
+                    SupervisorMessage::StartReply(StartReply::Started)
                 }
-                Err(reason) => {
-                    let reply = SupervisorMessage::StartReply(StartReply::Rejected(reason));
-                    (State::Idle, vec![resume, Action::Reply(reply)])
-                }
+                Err(reason) => SupervisorMessage::StartReply(StartReply::Rejected(reason)),
             },
-            (ChildMessage::Start(_), Some(call)) => {
-                let reason = "a traced call is already running".to_string();
-                let reply = SupervisorMessage::StartReply(StartReply::Rejected(reason));
-                (State::Tracing(call), vec![resume, Action::Reply(reply)])
-            }
-            (ChildMessage::End, Some(call)) => {
-                let reply = Action::Reply(SupervisorMessage::Trace(call.trace));
-                (State::Idle, vec![resume, reply])
-            }
-            (ChildMessage::End, None) => {
-                let reason = "no traced call is running".to_string();
-                let reply = Action::Reply(SupervisorMessage::Rejected(reason));
-                (State::Idle, vec![resume, reply])
-            }
-            (ChildMessage::SetExitCode(code), call) => {
+            ChildMessage::End => match self.finish_call() {
+                Some((trace, pages)) => {
+                    self.undelivered = Some((trace.clone(), pages));
+                    SupervisorMessage::Trace(trace)
+                }
+                None => SupervisorMessage::Rejected("no traced call is running".to_string()),
+            },
+            ChildMessage::TraceReceived => return Vec::new(),
+            ChildMessage::SetExitCode(code) => {
                 self.exit_code = Some(code);
-                (call.map_or(State::Idle, State::Tracing), vec![resume])
+                return vec![resume];
             }
-        }
-    }
-
-    fn on_signal(&mut self, state: State, stop: SignalStop) -> (State, Vec<Action>) {
-        match state {
-            State::Idle => self.on_signal_outside_call(stop),
-            State::Tracing(call) => self.on_signal_in_call(call, stop),
-            State::Stepping(call, step) => access::on_signal(call, step, stop),
-            State::FetchingVectors(call, _) => {
-                // The driver feeds the vector registers right after reading them, so this stop
-                // should not happen. The pending fault is dropped because its instruction
-                // faults again once the child runs, and this stop is handled as any in the call.
-                warn!(signal = stop.info.signo, "signal stop while waiting for vector registers");
-                self.on_signal_in_call(call, stop)
-            }
-            State::AwaitingMessage { .. } | State::Dying | State::Finished => {
-                warn!(state = state.name(), signal = stop.info.signo, "unexpected signal stop");
-                (state, vec![Action::Continue { signal: Some(stop.info) }])
-            }
-        }
-    }
-
-    fn on_signal_outside_call(&self, stop: SignalStop) -> (State, Vec<Action>) {
-        if self.is_protocol_signal(&stop.info) {
-            return (State::AwaitingMessage { call: None }, vec![Action::ReceiveMessage]);
-        }
-        if is_fatal_fault(&stop) {
-            let report = crash_report(&stop, None);
-            let actions = vec![Action::Report(report), Action::Continue { signal: Some(stop.info) }];
-            return (State::Dying, actions);
-        }
-        (State::Idle, vec![Action::Continue { signal: Some(stop.info) }])
-    }
-
-    fn on_signal_in_call(&self, call: Call, stop: SignalStop) -> (State, Vec<Action>) {
-        if self.is_protocol_signal(&stop.info) {
-            return (State::AwaitingMessage { call: Some(call) }, vec![Action::ReceiveMessage]);
-        }
-        if is_traced_fault(&call, &stop) {
-            return access::start(call, stop, None);
-        }
-        if is_fatal_fault(&stop) {
-            let report = crash_report(&stop, Some(&call));
-            let actions = vec![Action::Report(report), Action::Continue { signal: Some(stop.info) }];
-            return (State::Dying, actions);
-        }
-        (State::Tracing(call), vec![Action::Continue { signal: Some(stop.info) }])
-    }
-
-    fn on_exit(&mut self, state: State, status: ExitStatus) -> (State, Vec<Action>) {
-        let mut actions = Vec::new();
-        let call = match state {
-            State::Tracing(call) | State::Stepping(call, _) | State::FetchingVectors(call, _) => Some(call),
-            State::AwaitingMessage { call } => call,
-            State::Idle | State::Dying | State::Finished => None,
         };
-        if let Some(call) = call {
-            let pages = call.pages.runs().to_vec();
-            actions.push(Action::Report(Report::DiedDuringCall { status, trace: call.trace, pages }));
+        // Resume first: the child must run to read a reply larger than the socket buffer.
+        vec![resume, Action::Reply(reply)]
+    }
+
+    /// Ends the call and returns its trace. Threads still stepping finish their step without
+    /// recording it (see [`access::on_signal_after_call`]), even if another call starts first.
+    fn finish_call(&mut self) -> Option<(CallTrace, Vec<crate::event::PageRange>)> {
+        let call = self.call.take()?;
+        for thread in self.threads.values_mut() {
+            if let Thread::Stepping(step) = thread {
+                step.end_call();
+            }
         }
+        debug!(accesses = call.trace.accesses.len(), "traced call ends");
+        let pages = call.pages.runs().to_vec();
+        Some((call.trace, pages))
+    }
+
+    fn on_message_lost(&mut self, reason: String) -> Vec<Action> {
+        if let Lifecycle::Ending(status) = self.lifecycle {
+            // The program ended without acknowledging its last trace: report it.
+            let mut actions = Vec::new();
+            if let Some((trace, pages)) = self.undelivered.take() {
+                actions.push(Action::Report(Report::DiedDuringCall { status, trace, pages }));
+            }
+            actions.extend(self.finish(status));
+            return actions;
+        }
+        if self.awaiting_message.take().is_none() {
+            warn!(%reason, "message lost while none was requested");
+            return Vec::new();
+        }
+        let message = format!("the traced program stopped for a protocol message but sent none: {reason}");
+        let trace = self.call.as_ref().map(|call| call.trace.clone());
+        self.lifecycle = Lifecycle::Dying;
+        vec![Action::Report(Report::ProtocolError { message, trace }), Action::Kill]
+    }
+
+    fn on_signal(&mut self, stop: SignalStop) -> Vec<Action> {
+        let tid = stop.tid;
+        if self.tasks.is_new_process(tid) {
+            return tasks::on_process_signal(self, stop);
+        }
+        let thread = self.threads.remove(&tid).unwrap_or(Thread::Running);
+        let (next, actions) = match thread {
+            Thread::Running => self.on_running_signal(stop),
+            Thread::Stepping(step) => match self.call.as_mut() {
+                Some(call) if !step.call_ended() => access::on_signal(call, step, stop),
+                _ => access::on_signal_after_call(step, stop),
+            },
+            Thread::FetchingVectors(_) => {
+                // The driver feeds the vector registers right after reading them, so this stop
+                // should not happen. The pending fault is dropped: its instruction faults again
+                // once the thread runs.
+                warn!(tid, signal = stop.info.signo, "signal stop while waiting for vector registers");
+                self.on_running_signal(stop)
+            }
+            Thread::Held(mut held) => {
+                held.stopped = true;
+                let traced_fault = self.call.as_ref().is_some_and(|call| is_traced_fault(call, &stop));
+                if traced_fault && held.fault.is_none() {
+                    held.fault = Some(stop);
+                } else {
+                    held.signals.push(stop.info);
+                }
+                (Thread::Held(held), Vec::new())
+            }
+            Thread::FetchingDisposition(pending) => {
+                warn!(tid, signal = stop.info.signo, "signal stop while waiting for a disposition");
+                (Thread::FetchingDisposition(pending), Vec::new())
+            }
+            Thread::Emulating(emulating) => {
+                warn!(tid, signal = stop.info.signo, "signal stop while carrying out an instruction");
+                (Thread::Emulating(emulating), Vec::new())
+            }
+            Thread::Waiting(waiting) => {
+                // It is stopped at its fault, so no stop should come; keep the first.
+                warn!(tid, signal = stop.info.signo, "signal stop of a waiting thread");
+                (Thread::Waiting(waiting), Vec::new())
+            }
+        };
+        self.threads.insert(tid, next);
+        self.note_fatal_actions(&actions);
+        self.schedule(actions)
+    }
+
+    /// After a crash report or a kill the program is about to die; a later exit needs no
+    /// second report.
+    fn note_fatal_actions(&mut self, actions: &[Action]) {
+        let fatal = actions.iter().any(|action| matches!(action, Action::Kill | Action::Report(Report::Crash(_))));
+        if fatal {
+            self.lifecycle = Lifecycle::Dying;
+        }
+    }
+
+    fn on_running_signal(&mut self, stop: SignalStop) -> (Thread, Vec<Action>) {
+        let tid = stop.tid;
+        if self.is_protocol_signal(&stop.info) {
+            self.awaiting_message = Some(tid);
+            return (Thread::Running, vec![Action::ReceiveMessage]);
+        }
+        let traced_fault = self.call.as_ref().is_some_and(|call| is_traced_fault(call, &stop));
+        if traced_fault {
+            if let Some(plan) = self.call.as_ref().and_then(|call| emulation::plan(call, &stop)) {
+                let Some(call) = self.call.as_mut() else { return (Thread::Running, Vec::new()) };
+                return match emulation::start(call, stop, plan) {
+                    (Some(emulating), actions) => (Thread::Emulating(emulating), actions),
+                    (None, actions) => (Thread::Running, actions),
+                };
+            }
+            if self.uses_mprotect() {
+                return self.stop_the_world(stop);
+            }
+            return self.start_access(stop, None);
+        }
+        if self.lifecycle == Lifecycle::Running && is_fault_signal(&stop) && stop.disposition == Disposition::Unknown {
+            let signal = stop.info.signo;
+            return (Thread::FetchingDisposition(stop), vec![Action::ReadDisposition { tid, signal }]);
+        }
+        if self.lifecycle == Lifecycle::Running && is_fatal_fault(&stop) {
+            self.lifecycle = Lifecycle::Dying;
+            let report = crash_report(&stop, self.call.as_ref());
+            return (Thread::Running, vec![Action::Report(report), Action::Continue { tid, signal: Some(stop.info) }]);
+        }
+        (Thread::Running, vec![Action::Continue { tid, signal: Some(stop.info) }])
+    }
+
+    fn start_access(&mut self, stop: SignalStop, vectors: Option<&VectorRegisters>) -> (Thread, Vec<Action>) {
+        let tid = stop.tid;
+        let Some(call) = self.call.as_mut().filter(|call| is_traced_fault(call, &stop)) else {
+            // The call ended while the fault waited, so the pages are accessible again, or a
+            // new call that does not trace the page has started: the instruction runs again.
+            return (Thread::Running, vec![Action::Continue { tid, signal: None }]);
+        };
+        match access::start(call, stop, vectors) {
+            access::Started::Stepping(step, actions) => (Thread::Stepping(step), actions),
+            access::Started::NeedsVectors(stop) => (Thread::FetchingVectors(stop), vec![Action::ReadVectorRegisters { tid }]),
+        }
+    }
+
+    fn uses_mprotect(&self) -> bool {
+        matches!(self.call.as_ref().map(|call| call.protection), Some(Protection::Mprotect { .. }))
+    }
+
+    /// With `mprotect`, opening a page opens it for every thread, so before a thread steps an
+    /// access every other thread is stopped (and kept stopped until the pages are closed).
+    /// A thread that faults while another steps or waits is held with its fault.
+    fn stop_the_world(&mut self, stop: SignalStop) -> (Thread, Vec<Action>) {
+        let busy = self.threads.values().any(is_busy);
+        if busy {
+            return (Thread::Held(Held { fault: Some(stop), signals: Vec::new(), stopped: true }), Vec::new());
+        }
+        let tid = stop.tid;
+        let running: Vec<i32> = self
+            .threads
+            .iter()
+            .filter(|(&other, thread)| other != tid && matches!(thread, Thread::Running))
+            .map(|(&other, _)| other)
+            .collect();
+        // A thread interrupted earlier may not have stopped yet: the access waits for it too.
+        let stopping = self.threads.values().any(|thread| matches!(thread, Thread::Held(Held { stopped: false, .. })));
+        if running.is_empty() && !stopping {
+            return self.start_access(stop, None);
+        }
+        let mut actions = Vec::new();
+        for other in running {
+            self.threads.insert(other, Thread::Held(Held::default()));
+            actions.push(Action::Interrupt { tid: other });
+        }
+        (Thread::Waiting(stop), actions)
+    }
+
+    /// Moves the threads on once the world changed: a waiting thread starts stepping when
+    /// every held thread has stopped; when no thread steps, a held thread with a fault steps
+    /// next, and once none is left every held thread is released. Appends to `actions`.
+    fn schedule(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
+        // A thread fetching vector registers steps next, so the others stay as they are.
+        if self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_) | Thread::FetchingVectors(_))) {
+            return actions;
+        }
+        let all_stopped = self.threads.values().all(|thread| !matches!(thread, Thread::Held(Held { stopped: false, .. })));
+        let waiting = self.threads.iter().find(|(_, thread)| matches!(thread, Thread::Waiting(_))).map(|(&tid, _)| tid);
+        if let Some(tid) = waiting {
+            if !all_stopped {
+                return actions;
+            }
+            if let Some(Thread::Waiting(stop)) = self.threads.remove(&tid) {
+                let (next, mut started) = self.start_access(stop, None);
+                self.threads.insert(tid, next);
+                actions.append(&mut started);
+            }
+            return self.schedule(actions);
+        }
+
+        let next_fault = self
+            .threads
+            .iter()
+            .find(|(_, thread)| matches!(thread, Thread::Held(Held { fault: Some(_), .. })))
+            .map(|(&tid, _)| tid);
+        if let Some(tid) = next_fault {
+            // The thread that just finished stepping may run again, so the world is stopped
+            // anew before the next held fault opens pages.
+            if let Some(Thread::Held(held)) = self.threads.remove(&tid) {
+                let Some(fault) = held.fault else { return actions };
+                actions.extend(held.signals.into_iter().map(|info| Action::QueueSignal { tid, info }));
+                let (next, mut started) = self.stop_the_world(fault);
+                self.threads.insert(tid, next);
+                actions.append(&mut started);
+            }
+            return self.schedule(actions);
+        }
+
+        let held: Vec<i32> =
+            self.threads.iter().filter(|(_, thread)| matches!(thread, Thread::Held(_))).map(|(&tid, _)| tid).collect();
+        for tid in held {
+            let Some(Thread::Held(held)) = self.threads.remove(&tid) else { continue };
+            actions.extend(held.signals.into_iter().map(|info| Action::QueueSignal { tid, info }));
+            // A thread interrupted but not yet stopped is running: its stop comes later and
+            // is answered then.
+            if held.stopped {
+                actions.push(Action::Continue { tid, signal: None });
+            }
+            self.threads.insert(tid, Thread::Running);
+        }
+        actions
+    }
+
+    fn on_memory(&mut self, tid: i32, bytes: Option<Vec<u8>>) -> Vec<Action> {
+        let emulating = match self.threads.remove(&tid) {
+            Some(Thread::Emulating(emulating)) => emulating,
+            other => {
+                warn!(tid, "memory received while none was requested");
+                if let Some(thread) = other {
+                    self.threads.insert(tid, thread);
+                }
+                return Vec::new();
+            }
+        };
+        let Some(call) = self.call.as_mut() else {
+            self.threads.insert(tid, Thread::Running);
+            return vec![Action::Continue { tid, signal: None }];
+        };
+        match emulating.complete(call, bytes) {
+            Ok(actions) => {
+                self.threads.insert(tid, Thread::Running);
+                actions
+            }
+            Err(stop) => {
+                // The memory could not be read: step the instruction instead.
+                warn!(tid, "reading memory to carry out an instruction failed; stepping it");
+                call.emulation = false;
+                let (next, actions) = if self.uses_mprotect() { self.stop_the_world(stop) } else { self.start_access(stop, None) };
+                self.threads.insert(tid, next);
+                self.schedule(actions)
+            }
+        }
+    }
+
+    fn on_disposition(&mut self, tid: i32, disposition: Disposition) -> Vec<Action> {
+        match self.threads.remove(&tid) {
+            Some(Thread::FetchingDisposition(mut stop)) => {
+                stop.disposition = disposition;
+                let (next, actions) = self.on_running_signal(stop);
+                self.threads.insert(tid, next);
+                self.note_fatal_actions(&actions);
+                self.schedule(actions)
+            }
+            other => {
+                warn!(tid, "disposition received while none was requested");
+                if let Some(thread) = other {
+                    self.threads.insert(tid, thread);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn on_vector_registers(&mut self, tid: i32, vectors: VectorRegisters) -> Vec<Action> {
+        match self.threads.remove(&tid) {
+            Some(Thread::FetchingVectors(stop)) => {
+                let (next, actions) = self.start_access(stop, Some(&vectors));
+                self.threads.insert(tid, next);
+                self.schedule(actions)
+            }
+            other => {
+                warn!(tid, "vector registers received while none were requested");
+                if let Some(thread) = other {
+                    self.threads.insert(tid, thread);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn on_new_task(&mut self, parent: i32, tid: i32, kind: TaskKind) -> Vec<Action> {
+        // A held parent stays stopped: the event is its answer to the interrupt.
+        let mut actions = match self.threads.get_mut(&parent) {
+            Some(Thread::Held(held)) => {
+                held.stopped = true;
+                Vec::new()
+            }
+            _ => vec![Action::Continue { tid: parent, signal: None }],
+        };
+        actions.extend(tasks::on_new_task(self, tid, kind));
+        self.schedule(actions)
+    }
+
+    /// Returns true while a thread steps or waits to step with `mprotect`, when a new thread
+    /// must stay stopped instead of running.
+    pub(crate) fn world_stopped(&self) -> bool {
+        self.uses_mprotect() && self.threads.values().any(is_busy)
+    }
+
+    /// Resumes a thread after a stop that is not a signal delivery. A step in flight is
+    /// repeated, because a free run would execute code with the instruction's pages open.
+    fn on_other_stop(&mut self, tid: i32, regs: Option<crate::regs::Registers>) -> Vec<Action> {
+        if self.tasks.is_new_process(tid) || !self.threads.contains_key(&tid) {
+            return tasks::on_task_stop(self, tid, regs);
+        }
+        match self.threads.remove(&tid) {
+            Some(Thread::Stepping(step)) => {
+                self.threads.insert(tid, Thread::Stepping(step));
+                vec![Action::Step { tid, signal: None }]
+            }
+            Some(Thread::Held(mut held)) => {
+                held.stopped = true;
+                self.threads.insert(tid, Thread::Held(held));
+                self.schedule(Vec::new())
+            }
+            Some(Thread::Waiting(stop)) => {
+                self.threads.insert(tid, Thread::Waiting(stop));
+                Vec::new()
+            }
+            Some(Thread::FetchingDisposition(stop)) => {
+                self.threads.insert(tid, Thread::FetchingDisposition(stop));
+                Vec::new()
+            }
+            Some(Thread::Emulating(emulating)) => {
+                self.threads.insert(tid, Thread::Emulating(emulating));
+                Vec::new()
+            }
+            // A pending fault is dropped: the thread re-executes its instruction and faults again.
+            // Threads held for that fault are scheduled anew.
+            Some(Thread::FetchingVectors(_) | Thread::Running) | None => {
+                self.threads.insert(tid, Thread::Running);
+                self.schedule(vec![Action::Continue { tid, signal: None }])
+            }
+        }
+    }
+
+    fn on_task_exited(&mut self, tid: i32) -> Vec<Action> {
+        self.tasks.forget(tid);
+        if let Some(Thread::Stepping(_)) = self.threads.remove(&tid) {
+            // NOTE: with mprotect the pages this thread opened stay open for the other threads
+            // until the call ends; with protection keys nothing stays open.
+            warn!(tid, "a thread exited while stepping an access");
+        }
+        if self.awaiting_message == Some(tid) {
+            self.awaiting_message = None;
+        }
+        self.schedule(Vec::new())
+    }
+
+    fn on_exit(&mut self, status: ExitStatus) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(call) = self.call.take() {
+            if self.lifecycle != Lifecycle::Dying {
+                let pages = call.pages.runs().to_vec();
+                actions.push(Action::Report(Report::DiedDuringCall { status, trace: call.trace, pages }));
+            }
+            self.undelivered = None;
+        }
+        actions.extend(self.finish_if_no_acknowledgement(status));
+        actions
+    }
+
+    /// Finishes, unless the last trace may not have reached the program: then the core reads
+    /// the program's remaining messages for the acknowledgement first.
+    fn finish_if_no_acknowledgement(&mut self, status: ExitStatus) -> Vec<Action> {
+        if self.undelivered.is_some() && !matches!(self.lifecycle, Lifecycle::Ending(_)) {
+            self.lifecycle = Lifecycle::Ending(status);
+            return vec![Action::PollMessage];
+        }
+        self.finish(status)
+    }
+
+    fn finish(&mut self, status: ExitStatus) -> Vec<Action> {
+        let mut actions = Vec::new();
         let exit_code = match (status, self.exit_code) {
             (ExitStatus::Exited(0), Some(code)) => code,
             _ => status.shell_code(),
         };
+        self.lifecycle = Lifecycle::Finished;
         actions.push(Action::Finish { exit_code });
-        (State::Finished, actions)
+        actions
     }
 
     fn is_protocol_signal(&self, info: &SigInfo) -> bool {
-        info.signo == PROTOCOL_SIGNAL
-            && info.code == SI_QUEUE
-            && info.value == PROTOCOL_COOKIE
-            && info.pid == self.child_pid
+        info.signo == PROTOCOL_SIGNAL && info.code == SI_QUEUE && info.value == PROTOCOL_COOKIE && info.pid == self.program
     }
-}
-
-impl State {
-    fn name(&self) -> &'static str {
-        match self {
-            State::Idle => "idle",
-            State::AwaitingMessage { .. } => "awaiting-message",
-            State::Tracing(_) => "tracing",
-            State::FetchingVectors(..) => "fetching-vectors",
-            State::Stepping(..) => "stepping",
-            State::Dying => "dying",
-            State::Finished => "finished",
-        }
-    }
-}
-
-fn on_vector_registers(state: State, vectors: VectorRegisters) -> (State, Vec<Action>) {
-    match state {
-        State::FetchingVectors(call, stop) => access::start(call, stop, Some(&vectors)),
-        other => {
-            warn!(state = other.name(), "vector registers received while none were requested");
-            (other, Vec::new())
-        }
-    }
-}
-
-/// Resumes the child after a stop that is not a signal delivery. A step in flight is
-/// repeated, because a free run would execute code with the instruction's pages open.
-/// A pending fault that waits for vector registers is dropped, since the child re-executes
-/// its instruction and faults again once it runs.
-fn on_other_stop(state: State) -> (State, Vec<Action>) {
-    match state {
-        State::Stepping(..) => (state, vec![Action::Step { signal: None }]),
-        State::FetchingVectors(call, _) => (State::Tracing(call), vec![Action::Continue { signal: None }]),
-        other => (other, vec![Action::Continue { signal: None }]),
-    }
-}
-
-fn on_message_lost(state: State, reason: String) -> (State, Vec<Action>) {
-    let trace = match state {
-        State::AwaitingMessage { call } => call.map(|call| call.trace),
-        other => {
-            warn!(state = other.name(), %reason, "message lost while none was requested");
-            return (other, Vec::new());
-        }
-    };
-    let message = format!("the traced program stopped for a protocol message but sent none: {reason}");
-    (State::Dying, vec![Action::Report(Report::ProtocolError { message, trace }), Action::Kill])
 }
 
 fn start_call(request: StartRequest) -> Result<Call, String> {
     let pages = PageSet::new(&request.pages, request.page_size).map_err(|error| error.to_string())?;
-    if request.syscall_gadget == 0 {
-        return Err("the system-call gadget address is null".to_string());
+    match request.protection {
+        Protection::Mprotect { syscall_gadget: 0, .. } => return Err("the system-call gadget address is null".to_string()),
+        Protection::ProtectionKey { key } if !(1..16).contains(&key) => {
+            return Err(format!("protection key {key} is not one of 1 to 15"));
+        }
+        _ => {}
     }
-    Ok(Call { pages, syscall_gadget: request.syscall_gadget, trace: CallTrace::default() })
+    Ok(Call { pages, protection: request.protection, trace: CallTrace::default(), emulation: request.emulate })
+}
+
+/// Returns true for a thread that steps, or is about to, with pages it opens with `mprotect`.
+fn is_busy(thread: &Thread) -> bool {
+    matches!(thread, Thread::Stepping(_) | Thread::Waiting(_) | Thread::FetchingVectors(_))
 }
 
 /// A kernel-raised SIGSEGV or SIGBUS whose address lies on a traced page.
 fn is_traced_fault(call: &Call, stop: &SignalStop) -> bool {
     let fault = stop.info.signo == SIGSEGV || stop.info.signo == SIGBUS;
     fault && stop.info.code > 0 && call.pages.contains(stop.info.addr)
+}
+
+/// A signal that ends the program when its disposition is the default.
+fn is_fault_signal(stop: &SignalStop) -> bool {
+    matches!(stop.info.signo, SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGTRAP | SIGABRT)
 }
 
 /// A kernel-raised fault the program has no handler for, so delivering it ends the program.
@@ -338,5 +718,3 @@ pub(crate) fn crash_report(stop: &SignalStop, call: Option<&Call>) -> Report {
         pages: call.map(|call| call.pages.runs().to_vec()).unwrap_or_default(),
     })
 }
-
-pub(crate) use self::State as CoreState;

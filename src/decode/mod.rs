@@ -44,6 +44,15 @@ pub fn decode_x86_64_with_vectors(code: &[u8], regs: &Registers, vectors: &Vecto
     x86::decode(code, regs, Some(vectors))
 }
 
+/// Returns a plan for carrying out the x86-64 instruction at the start of `code` without
+/// single-stepping it (general-register loads and stores, `stos` and `rep movs`), or `None`
+/// when it must be stepped.
+pub fn plan_emulation_x86_64(code: &[u8], regs: &Registers) -> Option<EmulationPlan> {
+    x86::emulate::plan(code, regs)
+}
+
+pub use x86::emulate::{Emulation, Extend, Plan as EmulationPlan, Target as EmulationTarget};
+
 /// Returns the instruction at the start of `code` (located at `rip`) in Intel syntax, or
 /// `None` if the bytes are not a valid x86-64 instruction.
 pub fn disassemble_x86_64(code: &[u8], rip: u64) -> Option<String> {

@@ -7,6 +7,7 @@
 //! operands whose accesses depend on vector and opmask registers are in [`vector`].
 
 mod corrections;
+pub(crate) mod emulate;
 mod registers;
 mod vector;
 

@@ -1,6 +1,8 @@
 //! The thin ptrace driver: turns `waitpid` results into [`ExecEvent`]s, feeds them to the
 //! core and executes the [`Action`]s it returns. Every decision lives in the core.
 
+#[cfg(feature = "fault-injection")]
+mod inject;
 mod ptrace;
 mod wait;
 mod xstate;
@@ -21,6 +23,9 @@ struct Driver {
     from_child: IpcReceiver<ChildMessage>,
     options: Options,
     xsave_layout: xstate::XsaveLayout,
+    /// The program's `/proc/PID/mem`, opened once: it reads and writes memory whatever the
+    /// protection, and serves every thread because they share the address space.
+    program_memory: Option<std::fs::File>,
 }
 
 /// Attaches to `pid` and supervises it until it is gone, then exits the process with the
@@ -33,7 +38,8 @@ pub(crate) fn supervise(
 ) -> ! {
     ignore_terminal_signals();
     let xsave_layout = xstate::XsaveLayout::from_cpuid();
-    let mut driver = Driver { pid, to_child, from_child, options, xsave_layout };
+    let program_memory = std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")).ok();
+    let mut driver = Driver { pid, to_child, from_child, options, xsave_layout, program_memory };
 
     if let Err(reason) = ptrace::seize(pid) {
         warn!(pid, %reason, "ptrace unavailable, the program runs untraced");
@@ -67,31 +73,53 @@ impl Driver {
     fn run(&mut self, core: &mut Supervisor, event: ExecEvent) {
         let mut pending = Some(event);
         while let Some(event) = pending.take() {
+            #[cfg(feature = "fault-injection")]
+            let event_name = inject::event_name(&event);
             for action in core.handle_event(event) {
                 if let Some(next) = self.execute(action) {
                     pending = Some(next);
                 }
             }
+            #[cfg(feature = "fault-injection")]
+            inject::after_event(self.pid, event_name);
         }
     }
 
     fn execute(&mut self, action: Action) -> Option<ExecEvent> {
         let pid = self.pid;
+        #[cfg(feature = "fault-injection")]
+        inject::before_action(pid, &action);
         let result = match action {
-            Action::SetRegisters(regs) => ptrace::set_registers(pid, &regs),
-            Action::WriteMemory { addr, bytes } => ptrace::write_memory(pid, addr, &bytes),
-            Action::Step { signal } => ptrace::resume(pid, ptrace::Resume::Step, signal.as_ref()),
-            Action::Continue { signal } => ptrace::resume(pid, ptrace::Resume::Continue, signal.as_ref()),
+            Action::SetRegisters { tid, regs } => ptrace::set_registers(tid, &regs),
+            Action::WriteMemory { tid, addr, bytes } => self.write_memory(tid, addr, &bytes),
+            Action::ZeroWords { tid, addr, count } => ptrace::zero_words(tid, addr, count),
+            Action::SetKeyRights { tid, key, rights } => xstate::set_key_rights(tid, &self.xsave_layout, key, rights),
+            Action::Step { tid, signal } => ptrace::resume(tid, ptrace::Resume::Step, signal.as_ref()),
+            Action::Continue { tid, signal } => ptrace::resume(tid, ptrace::Resume::Continue, signal.as_ref()),
+            Action::ContinueToSyscall { tid, signal } => {
+                ptrace::resume(tid, ptrace::Resume::ToSyscall, signal.as_ref())
+            }
+            Action::QueueSignal { tid, info } => ptrace::queue_signal(tid, &info),
+            Action::Detach { tid } => ptrace::detach(tid),
+            Action::Interrupt { tid } => ptrace::interrupt(tid),
             Action::ReceiveMessage => return Some(self.receive(self.options.message_timeout)),
-            Action::ReadVectorRegisters => match xstate::read_vector_registers(pid, &self.xsave_layout) {
-                Ok(vectors) => return Some(ExecEvent::VectorRegisters(vectors)),
-                // Zeros make the decoder report nothing for masked-off elements, never invent
-                // an access; the error is logged so the cause is visible.
-                Err(error) => {
-                    warn!(pid, %error, "reading vector registers failed");
-                    return Some(ExecEvent::VectorRegisters(Default::default()));
-                }
-            },
+            // Anything the ended program sent is already in the socket.
+            Action::PollMessage => return Some(self.receive(Duration::from_millis(100))),
+            Action::ReadMemory { tid, addr, len } => {
+                return Some(ExecEvent::Memory { tid, bytes: self.read_memory(tid, addr, len) });
+            }
+            Action::ReadDisposition { tid, signal } => {
+                return Some(ExecEvent::Disposition { tid, disposition: wait::read_disposition(tid, signal) });
+            }
+            Action::ReadVectorRegisters { tid } => {
+                let vectors = xstate::read_vector_registers(tid, &self.xsave_layout).unwrap_or_else(|error| {
+                    // Zeros make the decoder report no element of a masked or gathered
+                    // access, never an invented one; the error is logged so the cause shows.
+                    warn!(tid, %error, "reading vector registers failed");
+                    Default::default()
+                });
+                return Some(ExecEvent::VectorRegisters { tid, vectors });
+            }
             Action::Reply(message) => {
                 self.to_child.send(message).map_err(|error| format!("sending to the child failed: {error}"))
             }
@@ -99,7 +127,6 @@ impl Driver {
                 (self.options.report)(&report, &ProcessView { pid });
                 Ok(())
             }
-            Action::QueueSignal(info) => ptrace::queue_signal(pid, &info),
             Action::Kill => ptrace::kill(pid),
             Action::Finish { exit_code } => {
                 debug!(pid, exit_code, "traced program gone, supervisor exits");
@@ -107,10 +134,36 @@ impl Driver {
             }
         };
         if let Err(error) = result {
-            // The child can die between two actions; its exit arrives as the next event.
+            // A task can die between two actions; its exit arrives as a later event.
             warn!(pid, %error, "action failed");
         }
         None
+    }
+
+    /// Reads another thread's memory: through the cached file for the program's threads, by
+    /// opening `/proc/TID/mem` for a forked process.
+    fn read_memory(&self, tid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; len];
+        match (&self.program_memory, self.is_program_thread(tid)) {
+            (Some(file), true) => file.read_exact_at(&mut bytes, addr).ok().map(|()| bytes),
+            _ => crate::child::read_process_memory(tid, addr, len),
+        }
+    }
+
+    fn write_memory(&self, tid: i32, addr: u64, bytes: &[u8]) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        match (&self.program_memory, self.is_program_thread(tid)) {
+            (Some(file), true) => file
+                .write_all_at(bytes, addr)
+                .map_err(|error| format!("writing {} bytes at {addr:#x} failed: {error}", bytes.len())),
+            _ => ptrace::write_memory(tid, addr, bytes),
+        }
+    }
+
+    /// True if `tid` shares the program's address space (is one of its threads).
+    fn is_program_thread(&self, tid: i32) -> bool {
+        tid == self.pid || std::path::Path::new(&format!("/proc/{}/task/{tid}", self.pid)).exists()
     }
 
     fn receive(&self, timeout: Duration) -> ExecEvent {

@@ -10,6 +10,8 @@ use crate::regs::Registers;
 pub(super) enum Resume {
     Step,
     Continue,
+    /// Continue, stopping at the next system-call entry or exit.
+    ToSyscall,
 }
 
 fn last_error(request: &str, pid: i32) -> String {
@@ -18,7 +20,11 @@ fn last_error(request: &str, pid: i32) -> String {
 
 /// Attaches to `pid` with `PTRACE_SEIZE`, killing it if the supervisor exits.
 pub(super) fn seize(pid: i32) -> Result<(), String> {
-    let options = libc::PTRACE_O_EXITKILL;
+    let options = libc::PTRACE_O_EXITKILL
+        | libc::PTRACE_O_TRACECLONE
+        | libc::PTRACE_O_TRACEFORK
+        | libc::PTRACE_O_TRACEVFORK
+        | libc::PTRACE_O_TRACESYSGOOD;
     // SAFETY: PTRACE_SEIZE takes no pointer arguments; `data` carries the option bits.
     let result = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options as usize) };
     if result == 0 {
@@ -113,6 +119,7 @@ pub(super) fn resume(pid: i32, how: Resume, signal: Option<&SigInfo>) -> Result<
     let (request, name) = match how {
         Resume::Step => (libc::PTRACE_SINGLESTEP, "PTRACE_SINGLESTEP"),
         Resume::Continue => (libc::PTRACE_CONT, "PTRACE_CONT"),
+        Resume::ToSyscall => (libc::PTRACE_SYSCALL, "PTRACE_SYSCALL"),
     };
     // SAFETY: both requests take the signal to deliver in `data` and no pointer.
     let result = unsafe { libc::ptrace(request, pid, 0usize, signo as usize) };
@@ -152,6 +159,50 @@ fn tgid_of(tid: i32) -> i32 {
         .unwrap_or(tid)
 }
 
+/// Returns `PTRACE_GETEVENTMSG`: the new task's id at a clone, fork or vfork stop.
+pub(super) fn event_message(tid: i32) -> Result<u64, String> {
+    let mut message: libc::c_ulong = 0;
+    // SAFETY: `message` is a live unsigned long for the kernel to fill.
+    let result = unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0usize, &mut message as *mut _) };
+    if result != 0 {
+        return Err(last_error("PTRACE_GETEVENTMSG", tid));
+    }
+    Ok(message as u64)
+}
+
+/// Stops the running thread with `PTRACE_INTERRUPT`; the stop is reported through waitpid.
+pub(super) fn interrupt(tid: i32) -> Result<(), String> {
+    // SAFETY: PTRACE_INTERRUPT takes no pointer arguments.
+    let result = unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize) };
+    if result != 0 {
+        return Err(last_error("PTRACE_INTERRUPT", tid));
+    }
+    Ok(())
+}
+
+/// Returns whether the thread's system-call stop is an entry (`PTRACE_GET_SYSCALL_INFO`,
+/// Linux 5.3 and later: the first byte of the result is 1 at entry, 2 at exit).
+pub(super) fn syscall_stop_is_entry(tid: i32) -> Result<bool, String> {
+    const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+    let mut info = [0u8; 88];
+    // SAFETY: `info` is 88 bytes, the size passed, which holds struct ptrace_syscall_info.
+    let result = unsafe { libc::ptrace(PTRACE_GET_SYSCALL_INFO, tid, info.len(), info.as_mut_ptr()) };
+    if result < 0 {
+        return Err(last_error("PTRACE_GET_SYSCALL_INFO", tid));
+    }
+    Ok(info[0] == 1)
+}
+
+/// Detaches from the stopped task, which resumes untraced.
+pub(super) fn detach(tid: i32) -> Result<(), String> {
+    // SAFETY: PTRACE_DETACH takes the signal to deliver (none) in `data` and no pointer.
+    let result = unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, 0usize) };
+    if result != 0 {
+        return Err(last_error("PTRACE_DETACH", tid));
+    }
+    Ok(())
+}
+
 pub(super) fn kill(pid: i32) -> Result<(), String> {
     // SAFETY: kill takes no pointers.
     if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
@@ -169,21 +220,29 @@ pub(super) fn write_memory(pid: i32, addr: u64, bytes: &[u8]) -> Result<(), Stri
     file.write_all_at(bytes, addr).map_err(|error| format!("writing {} bytes at {addr:#x} failed: {error}", bytes.len()))
 }
 
+/// Writes `count` zero words at `addr` with one `PTRACE_POKEDATA` each.
+pub(super) fn zero_words(tid: i32, addr: u64, count: u32) -> Result<(), String> {
+    for word in 0..u64::from(count) {
+        // SAFETY: PTRACE_POKEDATA takes the address and the word's value, no pointer.
+        let result = unsafe { libc::ptrace(libc::PTRACE_POKEDATA, tid, addr + word * 8, 0usize) };
+        if result != 0 {
+            return Err(last_error("PTRACE_POKEDATA", tid));
+        }
+    }
+    Ok(())
+}
+
 /// Reads up to 15 instruction bytes at `rip`, stopping early at an unreadable page.
 pub(super) fn read_code(pid: i32, rip: u64) -> Vec<u8> {
-    const MAX_INSTRUCTION_LEN: u64 = 15;
-    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
-        return Vec::new();
-    };
-    let to_page_end = 4096 - (rip & 4095);
-    let first = to_page_end.min(MAX_INSTRUCTION_LEN) as usize;
-    let mut code = vec![0u8; MAX_INSTRUCTION_LEN as usize];
-    if file.read_exact_at(&mut code[..first], rip).is_err() {
-        return Vec::new();
-    }
-    if first < code.len() && file.read_exact_at(&mut code[first..], rip.wrapping_add(first as u64)).is_err() {
-        code.truncate(first);
-    }
+    const MAX_INSTRUCTION_LEN: usize = 15;
+    let mut code = vec![0u8; MAX_INSTRUCTION_LEN];
+    let local = libc::iovec { iov_base: code.as_mut_ptr().cast(), iov_len: code.len() };
+    let remote = libc::iovec { iov_base: rip as *mut libc::c_void, iov_len: code.len() };
+    // SAFETY: `local` describes `code`, which outlives the call; `remote` is only read by the
+    // kernel from the other process. A read that crosses into an unreadable page stops there
+    // and returns the bytes before it.
+    let read = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    code.truncate(usize::try_from(read).unwrap_or(0));
     code
 }
 

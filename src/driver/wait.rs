@@ -3,7 +3,7 @@
 use tracing::warn;
 
 use super::ptrace;
-use crate::core::{Disposition, ExecEvent, SignalStop};
+use crate::core::{Disposition, ExecEvent, SignalStop, SyscallPhase, TaskKind};
 
 /// What one `waitpid` status means, decoded without any system call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,46 +38,85 @@ pub(super) fn decode_status(status: i32) -> WaitStatus {
     WaitStatus::Killed { signal: low, core_dumped: status & 0x80 != 0 }
 }
 
-/// Blocks until the traced program changes state and describes the change.
-pub(super) fn next_event(pid: i32) -> ExecEvent {
+/// `PTRACE_EVENT_*` numbers from `<sys/ptrace.h>`.
+const PTRACE_EVENT_FORK: i32 = 1;
+const PTRACE_EVENT_VFORK: i32 = 2;
+const PTRACE_EVENT_CLONE: i32 = 3;
+
+/// Blocks until a traced task changes state and describes the change. `program` is the
+/// main thread: its exit is the program's, any other task's is a [`ExecEvent::TaskExited`].
+pub(super) fn next_event(program: i32) -> ExecEvent {
     loop {
-        let status = match wait(pid, libc::__WALL) {
-            Ok(status) => status,
+        let (tid, status) = match wait(-1, libc::__WALL) {
+            Ok(result) => result,
             Err(error) => {
-                // ECHILD means the child is already reaped: nothing more will ever happen.
-                warn!(pid, %error, "waitpid failed");
+                // ECHILD means every task is already reaped: nothing more will ever happen.
+                warn!(program, %error, "waitpid failed");
                 return ExecEvent::Killed { signal: libc::SIGKILL, core_dumped: false };
             }
         };
         match decode_status(status) {
-            WaitStatus::Exited(status) => return ExecEvent::Exited { status },
-            WaitStatus::Killed { signal, core_dumped } => return ExecEvent::Killed { signal, core_dumped },
-            WaitStatus::EventStop { .. } => return ExecEvent::OtherStop,
-            WaitStatus::SignalStop(signal) => match signal_stop(pid, signal) {
+            WaitStatus::Exited(status) if tid == program => return ExecEvent::Exited { status },
+            WaitStatus::Killed { signal, core_dumped } if tid == program => {
+                return ExecEvent::Killed { signal, core_dumped }
+            }
+            WaitStatus::Exited(_) | WaitStatus::Killed { .. } => return ExecEvent::TaskExited { tid },
+            WaitStatus::EventStop { event, .. } => return event_stop(tid, event),
+            WaitStatus::SignalStop(SYSCALL_STOP) => match syscall_stop(tid) {
+                Ok(event) => return event,
+                Err(error) => warn!(tid, %error, "could not read the system-call stop"),
+            },
+            WaitStatus::SignalStop(signal) => match signal_stop(tid, signal) {
                 Ok(stop) => return ExecEvent::Signal(stop),
-                Err(error) => warn!(pid, signal, %error, "could not read the stopped thread's state"),
+                Err(error) => warn!(tid, signal, %error, "could not read the stopped thread's state"),
             },
             WaitStatus::Other => {}
         }
     }
 }
 
-fn signal_stop(pid: i32, signal: i32) -> Result<SignalStop, String> {
-    let info = ptrace::get_siginfo(pid)?;
-    let regs = ptrace::get_registers(pid)?;
+/// The stop signal of a system-call stop with `PTRACE_O_TRACESYSGOOD`: SIGTRAP | 0x80.
+const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
+
+fn syscall_stop(tid: i32) -> Result<ExecEvent, String> {
+    let regs = ptrace::get_registers(tid)?;
+    let phase = if ptrace::syscall_stop_is_entry(tid)? { SyscallPhase::Entry } else { SyscallPhase::Exit };
+    Ok(ExecEvent::Syscall { tid, regs, phase })
+}
+
+fn event_stop(tid: i32, event: i32) -> ExecEvent {
+    let kind = match event {
+        PTRACE_EVENT_CLONE => TaskKind::Thread,
+        PTRACE_EVENT_FORK => TaskKind::Fork,
+        PTRACE_EVENT_VFORK => TaskKind::Vfork,
+        _ => return ExecEvent::OtherStop { tid, regs: ptrace::get_registers(tid).ok() },
+    };
+    match ptrace::event_message(tid) {
+        // A clone made with CLONE_THREAD is a thread; a clone without it (posix_spawn's
+        // CLONE_VM | CLONE_VFORK comes as a vfork event) is treated as its kind says.
+        Ok(new_tid) => ExecEvent::NewTask { parent: tid, tid: new_tid as i32, kind },
+        Err(error) => {
+            warn!(tid, %error, "could not read the new task's id");
+            ExecEvent::OtherStop { tid, regs: None }
+        }
+    }
+}
+
+fn signal_stop(tid: i32, signal: i32) -> Result<SignalStop, String> {
+    let info = ptrace::get_siginfo(tid)?;
+    let regs = ptrace::get_registers(tid)?;
     let fault = matches!(
         signal,
         libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP | libc::SIGABRT
     );
-    let code = if fault { ptrace::read_code(pid, regs.rip) } else { Vec::new() };
-    // NOTE: the disposition costs a read of /proc/PID/status, so it is read for faults only;
-    // the core consults it for nothing else.
-    let disposition = if fault { read_disposition(pid, signal) } else { Disposition::Caught };
-    Ok(SignalStop { info, regs, code, disposition })
+    let code = if fault { ptrace::read_code(tid, regs.rip) } else { Vec::new() };
+    // The disposition costs a read of /proc/TID/status, more than the rest of the stop, so
+    // it is read only when the core asks (ReadDisposition).
+    Ok(SignalStop { tid, info, regs, code, disposition: Disposition::Unknown })
 }
 
 /// Reads the disposition of `signal` from the SigIgn and SigCgt masks of `/proc/PID/status`.
-fn read_disposition(pid: i32, signal: i32) -> Disposition {
+pub(super) fn read_disposition(pid: i32, signal: i32) -> Disposition {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Disposition::Default;
     };
@@ -102,13 +141,13 @@ pub(super) fn parse_disposition(status: &str, signal: i32) -> Disposition {
     }
 }
 
-fn wait(pid: i32, flags: i32) -> Result<i32, std::io::Error> {
+fn wait(pid: i32, flags: i32) -> Result<(i32, i32), std::io::Error> {
     let mut status = 0;
     loop {
         // SAFETY: `status` is a live int for waitpid to fill.
         let result = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if result == pid {
-            return Ok(status);
+        if result > 0 {
+            return Ok((result, status));
         }
         let error = std::io::Error::last_os_error();
         if error.raw_os_error() != Some(libc::EINTR) {
@@ -120,7 +159,7 @@ fn wait(pid: i32, flags: i32) -> Result<i32, std::io::Error> {
 /// Waits for an untraced child to end and returns the shell's exit status for it.
 pub(super) fn wait_untraced(pid: i32) -> i32 {
     loop {
-        match wait(pid, 0).map(decode_status) {
+        match wait(pid, 0).map(|(_, status)| decode_status(status)) {
             Ok(WaitStatus::Exited(status)) => return status,
             Ok(WaitStatus::Killed { signal, .. }) => return 128 + signal,
             Ok(_) => continue,

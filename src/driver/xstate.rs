@@ -1,6 +1,7 @@
 //! Reading the vector and opmask registers from the XSAVE area (`PTRACE_GETREGSET` with
 //! `NT_X86_XSTATE`), which Linux returns in the standard (non-compacted) format.
 
+use crate::core::KeyRights;
 use crate::regs::VectorRegisters;
 
 /// `NT_X86_XSTATE` from `<elf.h>`.
@@ -23,6 +24,8 @@ pub(super) struct XsaveLayout {
     pub zmm_high: Option<usize>,
     /// `zmm16..31` (component 7).
     pub zmm16: Option<usize>,
+    /// The PKRU register (component 9).
+    pub pkru: Option<usize>,
 }
 
 impl XsaveLayout {
@@ -34,22 +37,71 @@ impl XsaveLayout {
             let leaf = std::arch::x86_64::__cpuid_count(0xd, component);
             (leaf.eax != 0 && leaf.ebx != 0).then_some(leaf.ebx as usize)
         };
-        XsaveLayout { ymm_high: offset(2), opmask: offset(5), zmm_high: offset(6), zmm16: offset(7) }
+        XsaveLayout {
+            ymm_high: offset(2),
+            opmask: offset(5),
+            zmm_high: offset(6),
+            zmm16: offset(7),
+            pkru: offset(9),
+        }
     }
 }
 
-/// Reads the thread's vector registers.
-pub(super) fn read_vector_registers(pid: i32, layout: &XsaveLayout) -> Result<VectorRegisters, String> {
+/// Sets the thread's PKRU rights for `key`: the access-disable bit is `2 * key` and the
+/// write-disable bit `2 * key + 1`. The whole XSAVE area is written back, because Linux resets
+/// every component missing from the header to its initial state.
+pub(super) fn set_key_rights(tid: i32, layout: &XsaveLayout, key: u32, rights: KeyRights) -> Result<(), String> {
+    let offset = layout.pkru.ok_or("this CPU has no PKRU register")?;
+    let mut area = read_area(tid)?;
+    let pkru = area
+        .get(offset..offset + 4)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or("the XSAVE area ends before PKRU")?;
+    let updated = with_key_rights(pkru, key, rights);
+    area[offset..offset + 4].copy_from_slice(&updated.to_le_bytes());
+    let header = u64::from_le_bytes(area[XSTATE_BV_OFFSET..XSTATE_BV_OFFSET + 8].try_into().map_err(|_| "short area")?);
+    area[XSTATE_BV_OFFSET..XSTATE_BV_OFFSET + 8].copy_from_slice(&(header | 1 << 9).to_le_bytes());
+    write_area(tid, &mut area)
+}
+
+/// Returns `pkru` with the two bits of `key` set for `rights`.
+pub(super) fn with_key_rights(pkru: u32, key: u32, rights: KeyRights) -> u32 {
+    let shift = 2 * (key % 16);
+    let bits = match rights {
+        KeyRights::NoAccess => 0b01,
+        KeyRights::ReadOnly => 0b10,
+        KeyRights::ReadWrite => 0b00,
+    };
+    (pkru & !(0b11 << shift)) | (bits << shift)
+}
+
+fn read_area(tid: i32) -> Result<Vec<u8>, String> {
     let mut area = vec![0u8; XSAVE_BUFFER_LEN];
     let mut iov = libc::iovec { iov_base: area.as_mut_ptr().cast(), iov_len: area.len() };
     // SAFETY: `iov` describes `area`, which stays alive for the call; the kernel shortens
     // `iov_len` to what it wrote.
-    let result = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, pid, NT_X86_XSTATE as usize, &mut iov as *mut _) };
+    let result = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, tid, NT_X86_XSTATE as usize, &mut iov as *mut _) };
     if result != 0 {
         return Err(format!("PTRACE_GETREGSET(NT_X86_XSTATE) failed: {}", std::io::Error::last_os_error()));
     }
     area.truncate(iov.iov_len);
-    Ok(parse_xsave(&area, layout))
+    Ok(area)
+}
+
+fn write_area(tid: i32, area: &mut [u8]) -> Result<(), String> {
+    let mut iov = libc::iovec { iov_base: area.as_mut_ptr().cast(), iov_len: area.len() };
+    // SAFETY: `iov` describes `area`, a complete XSAVE image read from the same thread.
+    let result = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, tid, NT_X86_XSTATE as usize, &mut iov as *mut _) };
+    if result != 0 {
+        return Err(format!("PTRACE_SETREGSET(NT_X86_XSTATE) failed: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Reads the thread's vector registers.
+pub(super) fn read_vector_registers(tid: i32, layout: &XsaveLayout) -> Result<VectorRegisters, String> {
+    Ok(parse_xsave(&read_area(tid)?, layout))
 }
 
 /// Decodes the registers from an XSAVE area; components the header marks as in their initial
@@ -103,7 +155,13 @@ mod tests {
     }
 
     const LAYOUT: XsaveLayout =
-        XsaveLayout { ymm_high: Some(576), opmask: Some(1088), zmm_high: Some(1152), zmm16: Some(1664) };
+        XsaveLayout {
+            ymm_high: Some(576),
+            opmask: Some(1088),
+            zmm_high: Some(1152),
+            zmm16: Some(1664),
+            pkru: Some(2688),
+        };
 
     #[test]
     fn xsave_components_by_header() {
@@ -133,6 +191,13 @@ mod tests {
 
         assert_eq!(registers.zmm[0][2], 0);
         assert_eq!(registers.k[0], 0);
+    }
+
+    #[test]
+    fn key_rights_bits() {
+        assert_eq!(with_key_rights(0x5555_5554, 1, KeyRights::ReadWrite), 0x5555_5550);
+        assert_eq!(with_key_rights(0x5555_5550, 1, KeyRights::NoAccess), 0x5555_5554);
+        assert_eq!(with_key_rights(0x0000_0000, 2, KeyRights::ReadOnly), 0x0000_0020);
     }
 
     #[test]

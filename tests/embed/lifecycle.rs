@@ -196,7 +196,7 @@ fn init_with_report() {
         };
         let _ = writeln!(std::io::stderr(), "{line}");
     };
-    let options = ffitrace::Options { report: Box::new(report), ..ffitrace::Options::default() };
+    let options = ffitrace::Options { report: Box::new(report), ..super::options_from_environment() };
     // SAFETY: called at the start of a sub-process that has a single thread.
     if let Err(error) = unsafe { ffitrace::init(options) } {
         fail(&format!("init failed: {error}"));

@@ -29,6 +29,17 @@ const TESTS: &[(&str, TestFn)] = &[
     ("ptrace_denied_runs_untraced", lifecycle::ptrace_denied_runs_untraced),
 ];
 
+/// Options for the test process: `FFITRACE_PROTECTION` selects the page protection, so the
+/// same tests run under each method.
+pub fn options_from_environment() -> ffitrace::Options {
+    let page_protection = std::env::var("FFITRACE_PROTECTION")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_default();
+    let emulate_simple_accesses = std::env::var("FFITRACE_EMULATE").map_or(true, |value| value != "0");
+    ffitrace::Options { page_protection, emulate_simple_accesses, ..ffitrace::Options::default() }
+}
+
 pub fn main() {
     if let Ok(mode) = std::env::var(lifecycle::MODE_VARIABLE) {
         lifecycle::run_mode(&mode);
@@ -44,7 +55,7 @@ pub fn main() {
         }
     };
     // SAFETY: first call in this process's main thread; the harness is off, so no other thread.
-    if let Err(error) = unsafe { ffitrace::init(ffitrace::Options::default()) } {
+    if let Err(error) = unsafe { ffitrace::init(options_from_environment()) } {
         println!("ffitrace::init failed: {error}");
         println!("0 passed, 1 failed");
         std::process::exit(1);

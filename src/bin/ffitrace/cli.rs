@@ -43,6 +43,12 @@ Exit status:
 
 Environment:
   FFITRACE_LOG   log filter for messages on stderr (default: warn), e.g. debug
+  FFITRACE_PROTECTION
+                 how traced pages fault: 'auto' (a protection key where the CPU
+                 has them, else mprotect; the default) or 'mprotect'
+  FFITRACE_EMULATE
+                 '0' single-steps every access instead of carrying out simple loads,
+                 stores, stos and rep movs in the supervisor (same results, slower)
   NO_COLOR       when set and non-empty, the byte map uses letters even on a terminal";
 
 /// Records which bytes of its buffers a native function reads and writes.

@@ -17,6 +17,7 @@ fn on_report(report: &Report, view: &ProcessView, buffers: &[Buffer], style: Sty
     match report {
         Report::Crash(crash) => {
             eprintln!("{}", describe_crash(crash, view, buffers, page_size));
+            eprintln!("{}", describe_registers(&crash.regs));
             print_trace(crash.trace.as_ref(), view, buffers, style);
         }
         Report::DiedDuringCall { status, trace, .. } => {
@@ -74,6 +75,22 @@ fn describe_crash(crash: &Crash, view: &ProcessView, buffers: &[Buffer], page_si
 }
 
 /// Says where `addr` lies relative to the nearest buffer.
+/// Formats the general-purpose registers at the crash, four to a line.
+fn describe_registers(regs: &ffitrace::regs::Registers) -> String {
+    let values = [
+        ("rax", regs.rax), ("rbx", regs.rbx), ("rcx", regs.rcx), ("rdx", regs.rdx),
+        ("rsi", regs.rsi), ("rdi", regs.rdi), ("rbp", regs.rbp), ("rsp", regs.rsp),
+        ("r8", regs.r8), ("r9", regs.r9), ("r10", regs.r10), ("r11", regs.r11),
+        ("r12", regs.r12), ("r13", regs.r13), ("r14", regs.r14), ("r15", regs.r15),
+        ("rip", regs.rip), ("eflags", regs.eflags), ("fs_base", regs.fs_base), ("gs_base", regs.gs_base),
+    ];
+    let lines: Vec<String> = values
+        .chunks(4)
+        .map(|row| row.iter().map(|(name, value)| format!("{name:>7}={value:#018x}")).collect::<Vec<_>>().join(" "))
+        .collect();
+    format!("registers at the fault:\n{}", lines.join("\n"))
+}
+
 fn near_buffer(addr: u64, buffers: &[Buffer], page_size: u64) -> String {
     if addr < page_size {
         return "a null pointer (the first page is never mapped)".to_string();
@@ -132,6 +149,7 @@ pub fn module_at(maps: &str, addr: u64) -> Option<(String, u64)> {
 fn print_trace(trace: Option<&CallTrace>, view: &ProcessView, buffers: &[Buffer], style: Style) {
     let Some(trace) = trace else { return };
     output::warn_unsupported(&trace.unsupported);
+    output::warn_system_calls(&trace.system_calls);
     let contents = buffers.iter().map(|buffer| view.read_memory(buffer.addr, buffer.size as usize)).collect();
     let findings = Findings { buffers, accesses: &trace.accesses, contents, returned: None };
     if let Err(error) = output::print(&mut std::io::stdout().lock(), style, &findings) {

@@ -65,7 +65,19 @@ fn run() -> i32 {
     };
     let style = style(call.json);
 
-    let options = ffitrace::Options { report: crash::handler(buffers.clone(), style, page_size), ..Default::default() };
+    let page_protection = match std::env::var("FFITRACE_PROTECTION") {
+        Ok(text) => match text.parse() {
+            Ok(protection) => protection,
+            Err(error) => {
+                eprintln!("error: FFITRACE_PROTECTION: {error}");
+                return EXIT_USAGE;
+            }
+        },
+        Err(_) => ffitrace::PageProtection::Auto,
+    };
+    let report = crash::handler(buffers.clone(), style, page_size);
+    let emulate_simple_accesses = std::env::var("FFITRACE_EMULATE").map_or(true, |value| value != "0");
+    let options = ffitrace::Options { report, page_protection, emulate_simple_accesses, ..Default::default() };
     // SAFETY: nothing in this program has started a thread yet.
     if let Err(error) = unsafe { ffitrace::init(options) } {
         eprintln!("error: cannot trace the call: {error}");
@@ -121,6 +133,7 @@ fn call_and_report(
         return EXIT_FAILURE;
     }
     output::warn_unsupported(&trace.unsupported);
+    output::warn_system_calls(&trace.system_calls);
     if trace.is_complete() {
         0
     } else {

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use ffitrace::{Access, AccessKind, UnsupportedInstruction};
+use ffitrace::{Access, AccessKind, SystemCallOnTracedPages, UnsupportedInstruction};
 
 use crate::buffers::{locate, Buffer};
 
@@ -55,6 +55,14 @@ pub fn warn_unsupported(unsupported: &[UnsupportedInstruction]) {
             "ffitrace: could not decode the instruction at {:#x} ({}): {}; its accesses are missing",
             instruction.addr, instruction.text, instruction.reason
         );
+    }
+}
+
+/// Tells on stderr which system calls named traced pages during the call.
+pub fn warn_system_calls(system_calls: &[SystemCallOnTracedPages]) {
+    for call in system_calls {
+        let args: Vec<String> = call.args.iter().map(|arg| format!("{arg:#x}")).collect();
+        eprintln!("ffitrace: the native code called {}({}) at {:#x}, which {}", call.name, args.join(", "), call.addr, call.effect);
     }
 }
 

@@ -1,0 +1,74 @@
+//! Carrying out a faulting instruction in the supervisor: one stop instead of a single-step.
+//!
+//! Only plans whose every access lies on traced pages are taken, and only while the native
+//! code has not changed those pages' mapping. The supervisor writes through `/proc/PID/mem`,
+//! which ignores protection, so it must know the pages are readable and writable.
+//!
+//! ```text
+//! fault ─► (ReadMemory ─► Memory) ─► WriteMemory + SetRegisters(after) + Continue
+//! ```
+
+use super::{Action, Call, SignalStop};
+use crate::decode::{plan_emulation_x86_64, EmulationPlan};
+use crate::regs::Registers;
+
+/// A fault whose instruction is being carried out, waiting for the memory it reads.
+#[derive(Debug)]
+pub(crate) struct Emulating {
+    stop: SignalStop,
+    plan: EmulationPlan,
+}
+
+/// Returns a plan for the faulting instruction if the call allows carrying it out.
+pub(super) fn plan(call: &Call, stop: &SignalStop) -> Option<EmulationPlan> {
+    if !call.emulation {
+        return None;
+    }
+    let plan = plan_emulation_x86_64(&stop.code, &stop.regs)?;
+    let all_traced = plan.accesses().iter().all(|access| covered(call, access.addr, access.end()));
+    all_traced.then_some(plan)
+}
+
+/// Returns true when every page of `start..end` is traced.
+fn covered(call: &Call, start: u64, end: u64) -> bool {
+    let page = call.pages.page_size();
+    let first = start & !(page - 1);
+    let last = end.saturating_sub(1) & !(page - 1);
+    let span = last.saturating_sub(first) + page;
+    let traced: u64 = call.pages.traced_pages_of(start, end).iter().map(|run| run.len).sum();
+    end > start && traced == span
+}
+
+/// Starts carrying out `plan`: reads memory first if the plan needs it, else finishes.
+pub(super) fn start(call: &mut Call, stop: SignalStop, plan: EmulationPlan) -> (Option<Emulating>, Vec<Action>) {
+    match plan.read_request() {
+        Some((addr, len)) => {
+            let tid = stop.tid;
+            (Some(Emulating { stop, plan }), vec![Action::ReadMemory { tid, addr, len }])
+        }
+        None => (None, finish(call, &stop.regs, stop.tid, &plan, &[])),
+    }
+}
+
+impl Emulating {
+    /// Finishes with the memory read, or returns the fault to be stepped when the read
+    /// failed.
+    pub(super) fn complete(self, call: &mut Call, read: Option<Vec<u8>>) -> Result<Vec<Action>, SignalStop> {
+        let expected = self.plan.read_request().map_or(0, |(_, len)| len);
+        match read {
+            Some(bytes) if bytes.len() == expected => Ok(finish(call, &self.stop.regs, self.stop.tid, &self.plan, &bytes)),
+            _ => Err(self.stop),
+        }
+    }
+}
+
+fn finish(call: &mut Call, regs: &Registers, tid: i32, plan: &EmulationPlan, read: &[u8]) -> Vec<Action> {
+    call.trace.accesses.extend(plan.accesses());
+    let mut actions = Vec::new();
+    if let Some((addr, bytes)) = plan.write_request(read) {
+        actions.push(Action::WriteMemory { tid, addr, bytes });
+    }
+    actions.push(Action::SetRegisters { tid, regs: plan.registers_after(regs, read) });
+    actions.push(Action::Continue { tid, signal: None });
+    actions
+}

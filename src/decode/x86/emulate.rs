@@ -1,0 +1,385 @@
+//! Plans for carrying out the commonest memory instructions in the supervisor instead of
+//! single-stepping them: general-register loads and stores, and `stos`/`movs` with or without
+//! `rep`. Such an instruction costs one ptrace stop instead of two or four.
+//!
+//! A plan names the memory to read, the bytes to write and the registers afterwards; it never
+//! touches a process. Everything else (flags, vector registers, atomics, other forms) is left
+//! to single-stepping: [`plan`] returns `None`.
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+use super::registers::register_value;
+use crate::event::{Access, AccessKind};
+use crate::regs::Registers;
+
+/// The largest block a `rep stos` or `rep movs` may cover to be carried out in one go.
+const MAX_BLOCK: u64 = 16 << 20;
+/// The direction flag in RFLAGS.
+const DIRECTION_FLAG: u64 = 1 << 10;
+
+/// What the supervisor does in place of the instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Emulation {
+    /// Load `size` bytes at `addr` into a general-purpose register.
+    Load { addr: u64, size: usize, target: Target, extend: Extend },
+    /// Store `bytes` at `addr`.
+    Store { addr: u64, bytes: Vec<u8> },
+    /// `stos` repeated `count` times: `element`-byte copies of `value` from `first` upwards
+    /// (or downwards when `descending`).
+    Fill { first: u64, element: u64, count: u64, value: u64, descending: bool, repeated: bool },
+    /// `rep movs` upwards over `count` elements that do not overlap.
+    Copy { source: u64, destination: u64, element: u64, count: u64 },
+}
+
+/// A general-purpose register, or part of one, that a load writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    register: Register,
+    size: usize,
+}
+
+/// How a loaded value fills the target register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extend {
+    /// `mov`: 8- and 16-bit loads keep the rest of the register, 32-bit loads clear the upper
+    /// half.
+    None,
+    /// `movzx`.
+    Zero,
+    /// `movsx`, `movsxd`.
+    Sign,
+}
+
+/// An instruction the supervisor can carry out, with its length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// What to do.
+    pub emulation: Emulation,
+    /// Length of the instruction: RIP advances by it.
+    pub len: u64,
+}
+
+/// Returns a plan for the instruction at the start of `code`, or `None` when it must be
+/// stepped.
+pub fn plan(code: &[u8], regs: &Registers) -> Option<Plan> {
+    let mut decoder = Decoder::with_ip(64, code, regs.rip, DecoderOptions::NONE);
+    let instr = decoder.decode();
+    if instr.is_invalid() || instr.has_lock_prefix() || instr.has_xacquire_prefix() || instr.has_xrelease_prefix() {
+        return None;
+    }
+    let emulation = match instr.mnemonic() {
+        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd => plan_move(&instr, regs)?,
+        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => plan_fill(&instr, regs)?,
+        Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq => plan_copy(&instr, regs)?,
+        _ => return None,
+    };
+    Some(Plan { emulation, len: instr.len() as u64 })
+}
+
+fn plan_move(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
+    let next_ip = instr.next_ip();
+    let address = |operand| instr.virtual_address(operand, 0, |reg, _, _| register_value(regs, reg, next_ip));
+    match (instr.op0_kind(), instr.op1_kind()) {
+        (OpKind::Register, OpKind::Memory) => {
+            let register = instr.op0_register();
+            if !register.is_gpr() {
+                return None;
+            }
+            let size = instr.memory_size().size();
+            let extend = match instr.mnemonic() {
+                Mnemonic::Movzx => Extend::Zero,
+                Mnemonic::Movsx | Mnemonic::Movsxd => Extend::Sign,
+                _ => Extend::None,
+            };
+            if size == 0 || size > 8 {
+                return None;
+            }
+            Some(Emulation::Load { addr: address(1)?, size, target: Target { register, size: register.size() }, extend })
+        }
+        (OpKind::Memory, OpKind::Register) if instr.mnemonic() == Mnemonic::Mov => {
+            let register = instr.op1_register();
+            if !register.is_gpr() {
+                return None;
+            }
+            let value = register_value(regs, register, next_ip)?;
+            let bytes = value.to_le_bytes()[..register.size()].to_vec();
+            Some(Emulation::Store { addr: address(0)?, bytes })
+        }
+        (OpKind::Memory, OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate32 | OpKind::Immediate8to64 | OpKind::Immediate32to64)
+            if instr.mnemonic() == Mnemonic::Mov =>
+        {
+            let size = instr.memory_size().size();
+            if size == 0 || size > 8 {
+                return None;
+            }
+            let value = instr.immediate(1);
+            Some(Emulation::Store { addr: address(0)?, bytes: value.to_le_bytes()[..size].to_vec() })
+        }
+        _ => None,
+    }
+}
+
+/// `stos`: with `rep`, RCX elements; otherwise one. Only 64-bit addressing without segment
+/// override.
+fn plan_fill(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
+    if !plain_string_form(instr) {
+        return None;
+    }
+    let element = instr.memory_size().size() as u64;
+    let repeated = instr.has_rep_prefix();
+    let count = if repeated { regs.rcx } else { 1 };
+    if count == 0 || count.checked_mul(element)? > MAX_BLOCK {
+        return None;
+    }
+    let value = regs.rax & mask(element);
+    let descending = regs.eflags & DIRECTION_FLAG != 0;
+    Some(Emulation::Fill { first: regs.rdi, element, count, value, descending, repeated })
+}
+
+/// `rep movs` upwards between blocks that do not overlap.
+fn plan_copy(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
+    if !plain_string_form(instr) || !instr.has_rep_prefix() || regs.eflags & DIRECTION_FLAG != 0 {
+        return None;
+    }
+    let element = instr.memory_size().size() as u64;
+    let count = regs.rcx;
+    let total = count.checked_mul(element)?;
+    if count == 0 || total > MAX_BLOCK {
+        return None;
+    }
+    let (source, destination) = (regs.rsi, regs.rdi);
+    let apart = source.checked_add(total)? <= destination || destination.checked_add(total)? <= source;
+    apart.then_some(Emulation::Copy { source, destination, element, count })
+}
+
+/// A string instruction with 64-bit addressing (its destination is ES:RDI, so no 0x67
+/// prefix), no segment override and no `repne`.
+fn plain_string_form(instr: &Instruction) -> bool {
+    let segment_override = instr.segment_prefix() != Register::None;
+    instr.op0_kind() == OpKind::MemoryESRDI && !segment_override && !instr.has_repne_prefix()
+}
+
+fn mask(bytes: u64) -> u64 {
+    if bytes >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (bytes * 8)) - 1
+    }
+}
+
+impl Plan {
+    /// The accesses the instruction makes, in order: one per element for string forms.
+    pub fn accesses(&self) -> Vec<Access> {
+        match &self.emulation {
+            Emulation::Load { addr, size, .. } => vec![access(*addr, *size as u64, AccessKind::Read)],
+            Emulation::Store { addr, bytes } => vec![access(*addr, bytes.len() as u64, AccessKind::Write)],
+            Emulation::Fill { first, element, count, descending, .. } => (0..*count)
+                .map(|i| access(step(*first, i * element, *descending), *element, AccessKind::Write))
+                .collect(),
+            Emulation::Copy { source, destination, element, count } => (0..*count)
+                .flat_map(|i| {
+                    let offset = i * element;
+                    [
+                        access(source.wrapping_add(offset), *element, AccessKind::Read),
+                        access(destination.wrapping_add(offset), *element, AccessKind::Write),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    /// The bytes to read from the process before the plan can be finished, as (address, length).
+    pub fn read_request(&self) -> Option<(u64, usize)> {
+        match &self.emulation {
+            Emulation::Load { addr, size, .. } => Some((*addr, *size)),
+            Emulation::Copy { source, element, count, .. } => Some((*source, (element * count) as usize)),
+            Emulation::Store { .. } | Emulation::Fill { .. } => None,
+        }
+    }
+
+    /// The bytes to write into the process, given what [`Plan::read_request`] returned.
+    pub fn write_request(&self, read: &[u8]) -> Option<(u64, Vec<u8>)> {
+        match &self.emulation {
+            Emulation::Load { .. } => None,
+            Emulation::Store { addr, bytes } => Some((*addr, bytes.clone())),
+            Emulation::Fill { first, element, count, value, descending, .. } => {
+                let lowest = if *descending { first.wrapping_sub((count - 1) * element) } else { *first };
+                let pattern = &value.to_le_bytes()[..*element as usize];
+                Some((lowest, pattern.iter().copied().cycle().take((element * count) as usize).collect()))
+            }
+            Emulation::Copy { destination, .. } => Some((*destination, read.to_vec())),
+        }
+    }
+
+    /// The registers after the instruction, given what [`Plan::read_request`] returned.
+    pub fn registers_after(&self, regs: &Registers, read: &[u8]) -> Registers {
+        let mut after = *regs;
+        after.rip = regs.rip.wrapping_add(self.len);
+        match &self.emulation {
+            Emulation::Load { target, extend, size, .. } => {
+                let mut raw = [0u8; 8];
+                raw[..read.len().min(8)].copy_from_slice(&read[..read.len().min(8)]);
+                let loaded = u64::from_le_bytes(raw) & mask(*size as u64);
+                let value = match extend {
+                    Extend::Sign => sign_extend(loaded, *size),
+                    Extend::None | Extend::Zero => loaded,
+                };
+                write_register(&mut after, *target, value);
+            }
+            Emulation::Store { .. } => {}
+            Emulation::Fill { element, count, descending, repeated, .. } => {
+                after.rdi = step(regs.rdi, element * count, *descending);
+                if *repeated {
+                    after.rcx = 0;
+                }
+            }
+            Emulation::Copy { element, count, .. } => {
+                after.rsi = regs.rsi.wrapping_add(element * count);
+                after.rdi = regs.rdi.wrapping_add(element * count);
+                after.rcx = 0;
+            }
+        }
+        after
+    }
+}
+
+fn access(addr: u64, size: u64, kind: AccessKind) -> Access {
+    Access { addr, size: size as u32, kind }
+}
+
+fn step(base: u64, distance: u64, descending: bool) -> u64 {
+    if descending {
+        base.wrapping_sub(distance)
+    } else {
+        base.wrapping_add(distance)
+    }
+}
+
+fn sign_extend(value: u64, size: usize) -> u64 {
+    let shift = 64 - 8 * size.clamp(1, 8) as u32;
+    (((value << shift) as i64) >> shift) as u64
+}
+
+/// Writes `value` into the target as the CPU does: a 32-bit destination clears the upper
+/// half, 8- and 16-bit destinations keep the other bits, AH to BH are bits 8 to 15.
+fn write_register(regs: &mut Registers, target: Target, value: u64) {
+    let full = target.register.full_register();
+    let Some(slot) = gpr_slot(regs, full) else { return };
+    let old = *slot;
+    *slot = match (target.register, target.size) {
+        (Register::AH | Register::BH | Register::CH | Register::DH, _) => (old & !0xff00) | ((value & 0xff) << 8),
+        (_, 1) => (old & !0xff) | (value & 0xff),
+        (_, 2) => (old & !0xffff) | (value & 0xffff),
+        (_, 4) => value & 0xffff_ffff,
+        _ => value,
+    };
+}
+
+fn gpr_slot(regs: &mut Registers, reg: Register) -> Option<&mut u64> {
+    Some(match reg {
+        Register::RAX => &mut regs.rax,
+        Register::RCX => &mut regs.rcx,
+        Register::RDX => &mut regs.rdx,
+        Register::RBX => &mut regs.rbx,
+        Register::RSP => &mut regs.rsp,
+        Register::RBP => &mut regs.rbp,
+        Register::RSI => &mut regs.rsi,
+        Register::RDI => &mut regs.rdi,
+        Register::R8 => &mut regs.r8,
+        Register::R9 => &mut regs.r9,
+        Register::R10 => &mut regs.r10,
+        Register::R11 => &mut regs.r11,
+        Register::R12 => &mut regs.r12,
+        Register::R13 => &mut regs.r13,
+        Register::R14 => &mut regs.r14,
+        Register::R15 => &mut regs.r15,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RIP: u64 = 0x40_0000;
+    const RDI: u64 = 0x7000_0000;
+
+    fn regs() -> Registers {
+        Registers { rip: RIP, rdi: RDI, rax: 0x1111_2222_3333_4455, rcx: 0x5555_6666_7777_8888, ..Registers::default() }
+    }
+
+    fn after(code: &[u8], read: &[u8]) -> Registers {
+        let plan = plan(code, &regs()).expect("the instruction has a plan");
+        plan.registers_after(&regs(), read)
+    }
+
+    #[test]
+    fn load_widths_fill_register_like_cpu() {
+        // mov eax, [rdi]: a 32-bit load clears the upper half.
+        assert_eq!(after(&[0x8b, 0x07], &[1, 2, 3, 4]).rax, 0x0403_0201);
+        // mov al, [rdi]: an 8-bit load keeps the other bits.
+        assert_eq!(after(&[0x8a, 0x07], &[0xab]).rax, 0x1111_2222_3333_44ab);
+        // mov ah, [rdi]: bits 8 to 15.
+        assert_eq!(after(&[0x8a, 0x27], &[0xab]).rax, 0x1111_2222_3333_ab55);
+        // movsx rax, byte [rdi]
+        assert_eq!(after(&[0x48, 0x0f, 0xbe, 0x07], &[0x80]).rax, 0xffff_ffff_ffff_ff80);
+        // movzx ecx, word [rdi]
+        assert_eq!(after(&[0x0f, 0xb7, 0x0f], &[0xff, 0xff]).rcx, 0xffff);
+        // movsxd rcx, dword [rdi]
+        assert_eq!(after(&[0x48, 0x63, 0x0f], &[0, 0, 0, 0x80]).rcx, 0xffff_ffff_8000_0000);
+        assert_eq!(after(&[0x8b, 0x07], &[1, 2, 3, 4]).rip, RIP + 2);
+    }
+
+    #[test]
+    fn stores_write_register_or_immediate_bytes() {
+        let store = |code: &[u8]| plan(code, &regs()).and_then(|plan| plan.write_request(&[]));
+        // mov [rdi], ah
+        assert_eq!(store(&[0x88, 0x27]), Some((RDI, vec![0x44])));
+        // mov qword [rdi], -1
+        assert_eq!(store(&[0x48, 0xc7, 0x07, 0xff, 0xff, 0xff, 0xff]), Some((RDI, vec![0xff; 8])));
+        // mov [rdi+8], ecx
+        assert_eq!(store(&[0x89, 0x4f, 0x08]), Some((RDI + 8, vec![0x88, 0x88, 0x77, 0x77])));
+    }
+
+    #[test]
+    fn rep_stos_fills_and_advances() {
+        let mut regs = regs();
+        regs.rcx = 3;
+        let plan = plan(&[0xf3, 0xaa], &regs).expect("rep stosb has a plan");
+        assert_eq!(plan.write_request(&[]), Some((RDI, vec![0x55; 3])));
+        let after = plan.registers_after(&regs, &[]);
+        assert_eq!((after.rcx, after.rdi), (0, RDI + 3));
+        assert_eq!(plan.accesses().len(), 3);
+
+        regs.eflags |= DIRECTION_FLAG;
+        let plan = plan_for(&[0xf3, 0xaa], &regs);
+        assert_eq!(plan.write_request(&[]), Some((RDI - 2, vec![0x55; 3])));
+        assert_eq!(plan.accesses()[0].addr, RDI);
+        assert_eq!(plan.registers_after(&regs, &[]).rdi, RDI - 3);
+    }
+
+    fn plan_for(code: &[u8], regs: &Registers) -> Plan {
+        plan(code, regs).expect("the instruction has a plan")
+    }
+
+    #[test]
+    fn forms_left_to_stepping() {
+        let mut regs = regs();
+        // lock add [rdi], eax
+        assert_eq!(plan(&[0xf0, 0x01, 0x07], &regs), None);
+        // add [rdi], eax
+        assert_eq!(plan(&[0x01, 0x07], &regs), None);
+        // movups xmm0, [rdi]
+        assert_eq!(plan(&[0x0f, 0x10, 0x07], &regs), None);
+        // rep movsb with overlapping blocks
+        regs.rsi = RDI + 1;
+        regs.rcx = 4;
+        assert_eq!(plan(&[0xf3, 0xa4], &regs), None);
+        // rep stosb with a 32-bit address (0x67)
+        assert_eq!(plan(&[0x67, 0xf3, 0xaa], &regs), None);
+        // rep stosb with rcx = 0 does nothing and needs no plan
+        regs.rcx = 0;
+        assert_eq!(plan(&[0xf3, 0xaa], &regs), None);
+    }
+}
