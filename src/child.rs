@@ -61,7 +61,7 @@ thread_local! {
 /// The parent never returns from this function: it supervises the child and exits with the
 /// child's exit status (or the one set with [`set_exit_code`]) when the child is gone. When the
 /// kernel does not permit ptrace the parent still waits for the child and forwards its status,
-/// the error says why and how to fix it, and [`trace_call`] runs calls untraced.
+/// the error explains why and how to fix it, and [`trace_call`] runs calls untraced.
 ///
 /// # Safety
 /// Call it once, early, while the process has exactly one thread: `fork` copies only the
@@ -180,7 +180,7 @@ pub fn set_exit_code(code: i32) -> Result<(), TraceError> {
 /// Runs `call` with `pages` traced and returns its value with the accesses it made to them.
 ///
 /// Every range must be page-aligned, mapped, readable and writable, and no two may overlap;
-/// otherwise nothing is protected, `call` does not run and an error says which range is wrong.
+/// otherwise nothing is protected, `call` does not run and the error names the wrong range.
 /// The pages are made `PROT_NONE` for the duration of `call` and `PROT_READ | PROT_WRITE`
 /// afterwards. When tracing is off, `call` runs untraced and the outcome says why.
 ///
@@ -312,7 +312,7 @@ impl Channel {
     fn receive(&self) -> Result<SupervisorMessage, TraceError> {
         self.from_supervisor.try_recv_timeout(self.timeout).map_err(|error| match error {
             ipc::TryRecvError::Empty => {
-                TraceError::Ipc(format!("no answer from the supervisor within {:?}", self.timeout))
+                TraceError::Ipc(format!("no response from the supervisor within {:?}", self.timeout))
             }
             ipc::TryRecvError::IpcError(error) => TraceError::Ipc(format!("{error:?}")),
         })

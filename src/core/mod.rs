@@ -4,7 +4,7 @@
 //! must carry out, in order, before it waits for the next event. The core makes no system
 //! call, reads no clock and holds no global: registers, signal information, instruction bytes
 //! and the page size all arrive as event data. No input makes it panic; an event that makes no
-//! sense in the current state is logged and answered with the action that keeps the traced
+//! sense in the current state is logged and gets the action that keeps the traced
 //! program alive and the pages protected.
 //!
 //! # The protocol, as the child and the supervisor run it
@@ -77,8 +77,8 @@ pub struct Supervisor {
     awaiting_message: Option<i32>,
     threads: BTreeMap<i32, Thread>,
     tasks: tasks::NewTasks,
-    /// The last call's trace and pages, sent to the child but not yet acknowledged: if the
-    /// program ends before it says it received them, they are reported instead.
+    /// The last call's trace and pages, sent to the child but not yet acknowledged. If the
+    /// program ends before it acknowledges them, they are reported instead.
     undelivered: Option<(CallTrace, Vec<crate::event::PageRange>)>,
 }
 
@@ -94,7 +94,7 @@ enum Lifecycle {
     Finished,
 }
 
-/// What the core is doing with one thread.
+/// The core's state for one thread.
 #[derive(Debug)]
 pub(crate) enum Thread {
     Running,
@@ -194,8 +194,8 @@ impl Supervisor {
         actions
     }
 
-    /// During a call every resume also stops at system calls, so calls that touch the traced
-    /// pages are seen; outside calls threads run without those stops.
+    /// Makes every resume during a call also stop at system calls, so calls that touch the
+    /// traced pages are seen. Outside calls threads run without those stops.
     fn stop_at_syscalls_during_call(&self, actions: Vec<Action>) -> Vec<Action> {
         if self.call.is_none() {
             return actions;
@@ -692,13 +692,13 @@ fn is_busy(thread: &Thread) -> bool {
     matches!(thread, Thread::Stepping(_) | Thread::Waiting(_) | Thread::FetchingVectors(_))
 }
 
-/// A kernel-raised SIGSEGV or SIGBUS whose address lies on a traced page.
+/// Returns true for a kernel-raised SIGSEGV or SIGBUS whose address lies on a traced page.
 fn is_traced_fault(call: &Call, stop: &SignalStop) -> bool {
     let fault = stop.info.signo == SIGSEGV || stop.info.signo == SIGBUS;
     fault && stop.info.code > 0 && call.pages.contains(stop.info.addr)
 }
 
-/// A signal that ends the program when its disposition is the default.
+/// Returns true for a signal that ends the program when its disposition is the default.
 fn is_fault_signal(stop: &SignalStop) -> bool {
     matches!(stop.info.signo, SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGTRAP | SIGABRT)
 }

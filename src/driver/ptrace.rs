@@ -185,7 +185,7 @@ pub(super) fn interrupt(tid: i32) -> Result<(), String> {
 pub(super) fn syscall_stop_is_entry(tid: i32) -> Result<bool, String> {
     const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
     let mut info = [0u8; 88];
-    // SAFETY: `info` is 88 bytes, the size passed, which holds struct ptrace_syscall_info.
+    // SAFETY: `info` is 88 bytes, the size passed, which fits struct ptrace_syscall_info.
     let result = unsafe { libc::ptrace(PTRACE_GET_SYSCALL_INFO, tid, info.len(), info.as_mut_ptr()) };
     if result < 0 {
         return Err(last_error("PTRACE_GET_SYSCALL_INFO", tid));

@@ -5,7 +5,7 @@ use tracing::warn;
 use super::ptrace;
 use crate::core::{Disposition, ExecEvent, SignalStop, SyscallPhase, TaskKind};
 
-/// What one `waitpid` status means, decoded without any system call.
+/// The meaning of one `waitpid` status, decoded without any system call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum WaitStatus {
     Exited(i32),
@@ -93,7 +93,7 @@ fn event_stop(tid: i32, event: i32) -> ExecEvent {
     };
     match ptrace::event_message(tid) {
         // A clone made with CLONE_THREAD is a thread; a clone without it (posix_spawn's
-        // CLONE_VM | CLONE_VFORK comes as a vfork event) is treated as its kind says.
+        // CLONE_VM | CLONE_VFORK comes as a vfork event) is treated as its event kind.
         Ok(new_tid) => ExecEvent::NewTask { parent: tid, tid: new_tid as i32, kind },
         Err(error) => {
             warn!(tid, %error, "could not read the new task's id");
@@ -111,7 +111,7 @@ fn signal_stop(tid: i32, signal: i32) -> Result<SignalStop, String> {
     );
     let code = if fault { ptrace::read_code(tid, regs.rip) } else { Vec::new() };
     // The disposition costs a read of /proc/TID/status, more than the rest of the stop, so
-    // it is read only when the core asks (ReadDisposition).
+    // it is read only on the core's request (ReadDisposition).
     Ok(SignalStop { tid, info, regs, code, disposition: Disposition::Unknown })
 }
 

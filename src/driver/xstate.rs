@@ -13,7 +13,7 @@ const XMM_OFFSET: usize = 160;
 /// Offset of the XSAVE header's XSTATE_BV bitmap.
 const XSTATE_BV_OFFSET: usize = 512;
 
-/// Where each XSAVE component starts in the standard format, from CPUID leaf 0xD.
+/// Offsets of the XSAVE components in the standard format, from CPUID leaf 0xD.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct XsaveLayout {
     /// Upper halves of `ymm0..15` (component 2).

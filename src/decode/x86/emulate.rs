@@ -17,7 +17,7 @@ const MAX_BLOCK: u64 = 16 << 20;
 /// The direction flag in RFLAGS.
 const DIRECTION_FLAG: u64 = 1 << 10;
 
-/// What the supervisor does in place of the instruction.
+/// The work the supervisor does in place of the instruction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Emulation {
@@ -39,7 +39,7 @@ pub struct Target {
     size: usize,
 }
 
-/// How a loaded value fills the target register.
+/// The way a loaded value fills the target register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Extend {
     /// `mov`: 8- and 16-bit loads keep the rest of the register, 32-bit loads clear the upper
@@ -54,7 +54,7 @@ pub enum Extend {
 /// An instruction the supervisor can carry out, with its length.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// What to do.
+    /// The work to do.
     pub emulation: Emulation,
     /// Length of the instruction: RIP advances by it.
     pub len: u64,
@@ -153,7 +153,7 @@ fn plan_copy(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
     apart.then_some(Emulation::Copy { source, destination, element, count })
 }
 
-/// A string instruction with 64-bit addressing (its destination is ES:RDI, so no 0x67
+/// Returns true for a string instruction with 64-bit addressing (its destination is ES:RDI, so no 0x67
 /// prefix), no segment override and no `repne`.
 fn plain_string_form(instr: &Instruction) -> bool {
     let segment_override = instr.segment_prefix() != Register::None;
@@ -169,7 +169,7 @@ fn mask(bytes: u64) -> u64 {
 }
 
 impl Plan {
-    /// The accesses the instruction makes, in order: one per element for string forms.
+    /// Returns the accesses the instruction makes, in order: one per element for string forms.
     pub fn accesses(&self) -> Vec<Access> {
         match &self.emulation {
             Emulation::Load { addr, size, .. } => vec![access(*addr, *size as u64, AccessKind::Read)],
@@ -189,7 +189,8 @@ impl Plan {
         }
     }
 
-    /// The bytes to read from the process before the plan can be finished, as (address, length).
+    /// Returns the bytes to read from the process before the plan can finish, as (address,
+    /// length).
     pub fn read_request(&self) -> Option<(u64, usize)> {
         match &self.emulation {
             Emulation::Load { addr, size, .. } => Some((*addr, *size)),
@@ -198,7 +199,7 @@ impl Plan {
         }
     }
 
-    /// The bytes to write into the process, given what [`Plan::read_request`] returned.
+    /// Returns the bytes to write into the process, given what [`Plan::read_request`] read.
     pub fn write_request(&self, read: &[u8]) -> Option<(u64, Vec<u8>)> {
         match &self.emulation {
             Emulation::Load { .. } => None,
@@ -212,7 +213,7 @@ impl Plan {
         }
     }
 
-    /// The registers after the instruction, given what [`Plan::read_request`] returned.
+    /// Returns the registers after the instruction, given what [`Plan::read_request`] read.
     pub fn registers_after(&self, regs: &Registers, read: &[u8]) -> Registers {
         let mut after = *regs;
         after.rip = regs.rip.wrapping_add(self.len);
