@@ -232,9 +232,11 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     let value = call();
 
     let outcome = match channel.request(ChildMessage::End).and_then(|()| channel.receive()) {
-        Ok(SupervisorMessage::Trace(trace)) => {
+        Ok(SupervisorMessage::Trace(mut trace)) => {
             // Without this, the supervisor reports the trace itself if the program ends first.
             let _ = channel.to_supervisor.send(ChildMessage::TraceReceived);
+            // Deserialising grows the vector by doubling; keep 16 bytes per access.
+            trace.accesses.shrink_to_fit();
             TraceOutcome::Traced(trace)
         }
         Ok(other) => TraceOutcome::Lost(TraceError::Ipc(format!("expected the trace, received {other:?}"))),

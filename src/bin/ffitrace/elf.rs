@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn names_a_function_of_this_test_binary() {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let code = function_at as usize as u64;
+        let code = function_at as *const () as usize as u64;
         let (path, offset) = crate::crash::module_at(&maps, code).unwrap();
         let image = std::fs::read(path).unwrap();
         let (name, delta) = function_at(&image, offset + 3).unwrap();
