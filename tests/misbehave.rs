@@ -154,7 +154,7 @@ fn alarm_handler_runs_and_is_traced() {
     for protection in PROTECTIONS {
         let run = call(protection, "alarm_during_accesses", &["buf:16"]);
         assert_success(&run, protection);
-        // The timer keeps firing until the loop sees three alarms and stops it, so a few more
+        // The timer keeps firing until the loop counts three alarms and stops it, so a few more
         // may arrive in between; each handled alarm writes once.
         let alarms = run.returned.unwrap_or(0);
         assert!(alarms >= 3, "[{protection}] {alarms} alarms handled");
