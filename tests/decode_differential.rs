@@ -554,15 +554,31 @@ const REGRESSIONS: &[(&str, &[(&str, u64)])] = &[
     ("f3 66 f2 f3 66 f2 f2 2e 0f 2d 02", &[]),
     // 66 and F3 before 0F 2A: iced decodes CVTSI2SS, capstone CVTPI2PD.
     ("66 65 f3 65 66 0f 2a 24 73", &[]),
+    // F3 and 66 before 0F AE /6: iced decodes UMONITOR, capstone TPAUSE.
+    ("f3 65 66 0f ae f3", &[]),
     // VPEXPANDB whose 32-byte operand wraps around address zero.
     ("62 f2 7d 29 62 70 f2", &[("rax", 0)]),
     // VPSCATTERDQ, whose destination capstone marks as read.
     ("64 62 e2 fd 41 a0 6c 92 e2", &[]),
     // EVEX VGATHERDPS, whose memory operand capstone marks as written.
     ("2e 2e 62 02 7d 2a 92 7c 5e ff", &[]),
+    // The same with another base and index: capstone marks it as read and written.
+    ("2e 2e 62 02 7d 2a 92 7c 67 1d", &[]),
     // EVEX VPTESTNMB under an opmask: a fork-mode fuzz run reported it without keeping the
     // message, and it compares cleanly now.
     ("62 d2 7e 03 26 2d 10 80 64 69", &[]),
+    // GS then CS before MOVSB with RSI equal to RDI: capstone's CS source shares the
+    // destination's address, the decoder's GS source does not.
+    (
+        "65 2e a4",
+        &[
+            ("rsi", u64::MAX),
+            ("rdi", u64::MAX),
+            ("gs_base", 0x41_4100_0000),
+        ],
+    ),
+    // POP to an RSP-based operand under 66 and REX.W: capstone's address and size differ.
+    ("66 4a 8f 44 4c 96", &[]),
     // EVEX disp8*N with a 64-bit broadcast: capstone scales the displacement by 1, not 8.
     ("62 23 f5 10 cf 62 b3 21", &[]),
 ];

@@ -160,8 +160,9 @@ pub struct Form {
     pub operand_size_prefix_with_rep: bool,
     /// A 66 prefix and a REX prefix with W set both apply.
     pub operand_size_prefix_with_rex_w: bool,
-    /// The legacy prefixes include two of 66, F2 and F3, and iced decodes an MMX or SSE
-    /// instruction, for which these prefixes are mandatory prefixes that select the opcode.
+    /// The legacy prefixes include two of 66, F2 and F3, which then act as conflicting
+    /// mandatory prefixes that select the opcode: iced decodes an MMX or SSE instruction, or
+    /// the two decoders name different instructions (UMONITOR and TPAUSE, for example).
     pub mandatory_prefix_conflict: bool,
 }
 
@@ -347,7 +348,7 @@ impl Comparer {
         let form = Form {
             memory_destination: cs.memory_destination,
             null_segment_after_fs_gs: null_segment_after_fs_gs(&comparison.bytes),
-            ..prefix_form(&comparison.bytes, form_of(&instr, regs))
+            ..prefix_form(&comparison.bytes, form_of(&instr, regs, &cs.mnemonic))
         };
         let mismatches = mismatches(&cs.operands, &comparison.accesses, &instr, regs, form);
         comparison.outcome = resolve(&cs.mnemonic, form, mismatches);
@@ -506,7 +507,7 @@ fn iced_instruction(code: &[u8], rip: u64) -> Option<Instruction> {
     (!instr.is_invalid()).then_some(instr)
 }
 
-fn form_of(instr: &Instruction, regs: &Registers) -> Form {
+fn form_of(instr: &Instruction, regs: &Registers, capstone_mnemonic: &str) -> Form {
     let stack_pointer_base = (0..instr.op_count())
         .any(|i| instr.op_kind(i) == iced_x86::OpKind::Memory)
         && matches!(instr.memory_base(), Register::RSP | Register::ESP);
@@ -547,8 +548,13 @@ fn form_of(instr: &Instruction, regs: &Registers) -> Form {
         operand_size_prefix_with_rep: false,
         operand_size_prefix_with_rex_w: false,
         // Completed by `prefix_form`, which reads the prefixes.
-        mandatory_prefix_conflict: mmx_or_sse,
+        mandatory_prefix_conflict: mmx_or_sse || !same_mnemonic(instr, capstone_mnemonic),
     }
+}
+
+/// Returns true if iced's mnemonic for `instr` is capstone's `mnemonic`.
+fn same_mnemonic(instr: &Instruction, mnemonic: &str) -> bool {
+    format!("{:?}", instr.mnemonic()).eq_ignore_ascii_case(mnemonic)
 }
 
 /// Adds to `form` the facts about the 66, F2, F3 and REX prefixes at the start of `bytes`.
@@ -567,15 +573,15 @@ fn prefix_form(bytes: &[u8], form: Form) -> Form {
         }
     }
     let operand_size_prefix = legacy.contains(&0x66);
-    let mmx_or_sse = form.mandatory_prefix_conflict;
+    let prefixes_select_opcode = form.mandatory_prefix_conflict;
     Form {
-        // For MMX and SSE forms the pair is a mandatory-prefix conflict instead.
+        // Where the prefixes select the opcode, the pair is a mandatory-prefix conflict.
         operand_size_prefix_with_rep: operand_size_prefix
             && (legacy.contains(&0xf2) || legacy.contains(&0xf3))
-            && !mmx_or_sse,
+            && !prefixes_select_opcode,
         operand_size_prefix_with_rex_w: operand_size_prefix
             && rex.is_some_and(|rex| rex & 0x08 != 0),
-        mandatory_prefix_conflict: mmx_or_sse
+        mandatory_prefix_conflict: prefixes_select_opcode
             && [0x66, 0xf2, 0xf3]
                 .iter()
                 .filter(|prefix| legacy.contains(prefix))
@@ -691,7 +697,8 @@ fn mismatches(
     });
 
     // Step 3: pair what is left, first by address (size differs), then by size and kinds
-    // (address differs). Whatever stays unpaired was seen by one side only.
+    // (address differs), then by kinds alone (both differ). Whatever stays unpaired was seen
+    // by one side only.
     for (addr, size, kinds) in capstone_left {
         if let Some(found_size) = size_at(&decoder, addr) {
             let found = decoder.remove(&(addr, found_size)).unwrap_or(NONE);
@@ -716,6 +723,24 @@ fn mismatches(
             mismatches.push(Mismatch::Address {
                 capstone: addr,
                 decoder: key.0,
+            });
+            continue;
+        }
+        // Both address and size differ (POP to an RSP-based word under REX.W): each
+        // difference must have its own row.
+        let same_kinds = decoder
+            .iter()
+            .find(|(_, &k)| k == kinds)
+            .map(|(&key, _)| key);
+        if let Some(key) = same_kinds {
+            decoder.remove(&key);
+            mismatches.push(Mismatch::Address {
+                capstone: addr,
+                decoder: key.0,
+            });
+            mismatches.push(Mismatch::Size {
+                capstone: size,
+                decoder: key.1,
             });
             continue;
         }

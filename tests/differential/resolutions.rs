@@ -52,7 +52,7 @@ pub enum FormFilter {
     OperandSizePrefixWithRep,
     /// Only forms with a 66 prefix and REX.W.
     OperandSizePrefixWithRexW,
-    /// Only MMX and SSE forms with two of the mandatory prefixes 66, F2 and F3.
+    /// Only forms where two of 66, F2 and F3 act as conflicting mandatory prefixes.
     MandatoryPrefixConflict,
 }
 
@@ -242,6 +242,7 @@ pub static RESOLUTIONS: &[Resolution] = &[
                 capstone: Some(1),
                 decoder: Some(8),
             },
+            Pattern::Address,
             Pattern::CapstoneOnly(None),
             Pattern::DecoderOnly(Some(READ)),
         ],
@@ -518,14 +519,20 @@ pub static RESOLUTIONS: &[Resolution] = &[
             "vgatherqpd",
         ]),
         form: FormFilter::Any,
-        patterns: &[Pattern::Kind {
-            capstone: WRITE,
-            decoder: READ,
-        }],
+        patterns: &[
+            Pattern::Kind {
+                capstone: WRITE,
+                decoder: READ,
+            },
+            Pattern::Kind {
+                capstone: READ_WRITE,
+                decoder: READ,
+            },
+        ],
         right: Side::Decoder,
         reason: "The gathers load each element whose mask bit is set from its own VSIB \
                  address and store only to registers. Capstone marks the EVEX forms' memory \
-                 operand as written.",
+                 operand as written, or as read and written.",
     },
     // Addresses.
     Resolution {
@@ -548,11 +555,7 @@ pub static RESOLUTIONS: &[Resolution] = &[
     Resolution {
         mnemonics: Mnemonics::Any,
         form: FormFilter::NullSegmentAfterFsGs,
-        patterns: &[
-            Pattern::Address,
-            Pattern::CapstoneOnly(None),
-            Pattern::DecoderOnly(None),
-        ],
+        patterns: &[Pattern::Any],
         right: Side::Unspecified,
         reason: "Both manuals leave the result of two prefixes of one group undefined. In \
                  64-bit mode the CS, DS, ES and SS bases are zero; iced keeps the FS or GS \
@@ -572,11 +575,11 @@ pub static RESOLUTIONS: &[Resolution] = &[
         form: FormFilter::MandatoryPrefixConflict,
         patterns: &[Pattern::Any],
         right: Side::Unspecified,
-        reason: "66, F2 and F3 select among the MMX and SSE forms of one opcode, and the SDM \
-                 defines no form for two of them together (F2 and F3 are even one prefix \
-                 group). iced lets F2 or F3 win, the last one if both (CVTSI2SS after 66 F3), \
-                 while capstone may take another (CVTPI2PD), so the two decode different \
-                 instructions.",
+        reason: "66, F2 and F3 select among the forms of one opcode (the MMX and SSE forms, \
+                 or UMONITOR, UMWAIT and TPAUSE), and the SDM defines no form for two of \
+                 them together (F2 and F3 are even one prefix group). iced lets F2 or F3 \
+                 win, the last one if both (CVTSI2SS after 66 F3), while capstone may take \
+                 another (CVTPI2PD), so the two decode different instructions.",
     },
     // Implicit operands that capstone does not list.
     Resolution {
