@@ -408,17 +408,22 @@ impl AccessStep {
             actions.push(Action::ZeroWords { tid: self.tid, addr, count: ZEROED_STACK_WORDS });
         }
         let run = self.runs.get(index).copied().unwrap_or(PageRange { start: 0, len: 0 });
-        let regs = Registers {
-            rip: syscall_gadget,
-            rax: SYS_MPROTECT,
-            rdi: run.start,
-            rsi: run.len,
-            rdx: prot,
-            orig_rax: u64::MAX,
-            ..self.fault_regs
-        };
-        actions.push(Action::SetRegisters { tid: self.tid, regs });
-        actions.push(Action::Step { tid: self.tid, signal: None });
+        actions.extend(mprotect_step(self.tid, &self.fault_regs, syscall_gadget, run, prot));
         actions
     }
+}
+
+/// Points thread `tid`, stopped with registers `base`, at the `syscall` gadget to run
+/// `mprotect(run, prot)`, and steps it. `orig_rax` is -1 so no system-call restart applies.
+pub(super) fn mprotect_step(tid: i32, base: &Registers, gadget: u64, run: PageRange, prot: u64) -> Vec<Action> {
+    let regs = Registers {
+        rip: gadget,
+        rax: SYS_MPROTECT,
+        rdi: run.start,
+        rsi: run.len,
+        rdx: prot,
+        orig_rax: u64::MAX,
+        ..*base
+    };
+    vec![Action::SetRegisters { tid, regs }, Action::Step { tid, signal: None }]
 }

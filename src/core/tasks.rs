@@ -20,7 +20,6 @@ use crate::event::PageRange;
 use crate::messages::Protection;
 use crate::regs::Registers;
 
-const SYS_MPROTECT: u64 = 10;
 const PROT_READ_WRITE: u64 = 0x1 | 0x2;
 
 /// New tasks whose creation and first stop have not both been seen, and forked processes
@@ -181,14 +180,5 @@ fn first_stop(
 }
 
 fn gadget(tid: i32, release: &Release, run: PageRange) -> Vec<Action> {
-    let regs = Registers {
-        rip: release.gadget,
-        rax: SYS_MPROTECT,
-        rdi: run.start,
-        rsi: run.len,
-        rdx: PROT_READ_WRITE,
-        orig_rax: u64::MAX,
-        ..release.saved_regs
-    };
-    vec![Action::SetRegisters { tid, regs }, Action::Step { tid, signal: None }]
+    super::access::mprotect_step(tid, &release.saved_regs, release.gadget, run, PROT_READ_WRITE)
 }
