@@ -199,12 +199,7 @@ fn access(base: u64, offset: u64, size: u32, kind: AccessKind) -> Access {
 
 /// Formats the bytes of an undecodable instruction as space-separated hexadecimal.
 fn hex(code: &[u8]) -> String {
-    let bytes = code.get(..INSTRUCTION_LEN).unwrap_or(code);
-    bytes
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    super::hex_bytes(code, INSTRUCTION_LEN)
 }
 
 fn unsupported(addr: u64, text: String, gap: Gap) -> Decoded {

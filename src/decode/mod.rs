@@ -65,3 +65,10 @@ pub fn disassemble_x86_64(code: &[u8], rip: u64) -> Option<String> {
 pub fn decode_aarch64(code: &[u8], regs: &crate::regs::Aarch64Registers) -> Decoded {
     aarch64::decode(code, regs)
 }
+
+/// Formats at most `max_len` of `code`'s bytes as space-separated hexadecimal, the text of an
+/// instruction that could not be decoded.
+pub(crate) fn hex_bytes(code: &[u8], max_len: usize) -> String {
+    let bytes = code.get(..max_len).unwrap_or(code);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(" ")
+}

@@ -216,12 +216,7 @@ fn format(instr: &Instruction) -> String {
 
 /// Formats up to one instruction's worth of bytes as space-separated hexadecimal.
 fn hex(code: &[u8]) -> String {
-    let instruction_bytes = code.get(..MAX_INSTRUCTION_LEN).unwrap_or(code);
-    instruction_bytes
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    super::hex_bytes(code, MAX_INSTRUCTION_LEN)
 }
 
 fn unsupported(addr: u64, text: String, gap: Gap) -> Decoded {
