@@ -29,7 +29,7 @@ pub fn set_exit_code(_code: i32) -> Result<(), TraceError> {
     Err(TraceError::Rejected(UNSUPPORTED.to_string()))
 }
 
-/// Runs `call` untraced and says so in the outcome.
+/// Runs `call` untraced and reports that in the outcome.
 pub fn trace_call<R>(_pages: &[PageRange], call: impl FnOnce() -> R) -> Result<Traced<R>, TraceError> {
     Ok(Traced { value: call(), outcome: TraceOutcome::Untraced(UNSUPPORTED.to_string()) })
 }

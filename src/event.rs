@@ -79,7 +79,7 @@ pub struct UnsupportedInstruction {
     pub addr: u64,
     /// The instruction in Intel syntax, or its bytes in hex when it could not be decoded.
     pub text: String,
-    /// Why the decoder gave up.
+    /// The reason the decoder gave up.
     pub reason: String,
 }
 
@@ -119,6 +119,6 @@ pub struct SystemCallOnTracedPages {
     pub name: String,
     /// The six argument registers (rdi, rsi, rdx, r10, r8, r9).
     pub args: [u64; 6],
-    /// What the call means for the trace.
+    /// The call's consequence for the trace.
     pub effect: String,
 }

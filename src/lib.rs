@@ -88,7 +88,7 @@ pub struct Options {
     /// How long either process waits for the other's protocol message before it concludes the
     /// peer is gone or broken.
     pub message_timeout: std::time::Duration,
-    /// How traced pages are made to fault.
+    /// The mechanism that makes traced pages fault.
     pub page_protection: PageProtection,
     /// Let the supervisor carry out general-register loads and stores, `stos` and `rep movs`
     /// on traced pages itself, which costs one ptrace stop instead of single-stepping them.
@@ -96,7 +96,7 @@ pub struct Options {
     pub emulate_simple_accesses: bool,
 }
 
-/// How traced pages are made to fault during a call.
+/// The mechanism that makes traced pages fault during a call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PageProtection {
     /// A memory protection key where the CPU and kernel have them (x86 PKU), otherwise

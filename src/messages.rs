@@ -30,7 +30,7 @@ pub struct StartRequest {
     pub pages: Vec<PageRange>,
     /// The child's page size in bytes.
     pub page_size: u64,
-    /// How the child made the pages fault, and so how the supervisor opens them for one step.
+    /// The way the child made the pages fault, which decides how the supervisor opens them.
     pub protection: Protection,
     /// Whether the supervisor may carry out simple loads and stores itself instead of
     /// stepping them.
@@ -38,7 +38,7 @@ pub struct StartRequest {
     pub emulate: bool,
 }
 
-/// How the traced pages are kept from being accessed during a call.
+/// The mechanism that keeps traced pages from being accessed during a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub enum Protection {
@@ -58,15 +58,15 @@ pub enum Protection {
 pub enum SupervisorMessage {
     /// Sent once after fork: whether the supervisor attached with ptrace, or why not.
     Attached(Result<(), String>),
-    /// The answer to [`ChildMessage::Start`].
+    /// The reply to [`ChildMessage::Start`].
     StartReply(StartReply),
-    /// The answer to [`ChildMessage::End`]: the call's accesses in order.
+    /// The reply to [`ChildMessage::End`]: the call's accesses in order.
     Trace(CallTrace),
     /// The request was rejected because it broke the protocol (for example `End` outside a call).
     Rejected(String),
 }
 
-/// The supervisor's answer to a start request.
+/// The supervisor's reply to a start request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StartReply {
     /// The supervisor is tracing the pages: the child may protect them and make the call.

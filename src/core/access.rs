@@ -247,7 +247,7 @@ pub(super) fn on_signal_after_call(mut step: AccessStep, stop: SignalStop) -> (T
     (Thread::Running, actions)
 }
 
-/// The trap that ends a single-step: `TRAP_TRACE`, or `TRAP_BRKPT` after stepping over a
+/// Returns true for the trap that ends a single-step: `TRAP_TRACE`, or `TRAP_BRKPT` after stepping over a
 /// `syscall` instruction (Linux reports that step from the system-call exit path).
 fn is_step_trap(info: &SigInfo) -> bool {
     info.signo == SIGTRAP && (info.code == TRAP_TRACE || info.code == TRAP_BRKPT)
@@ -388,7 +388,7 @@ impl AccessStep {
         vec![Action::WriteMemory { tid: self.tid, addr: after.rsp, bytes }]
     }
 
-    /// The protection the pages are opened with: read-only while probing for a write.
+    /// Returns the protection the pages are opened with: read-only while probing for a write.
     fn open_protection(&self) -> u64 {
         if self.probing_write {
             PROT_READ

@@ -63,7 +63,7 @@ pub enum Action {
     Finish { exit_code: i32 },
 }
 
-/// What a thread may do with the pages of one protection key.
+/// A thread's access rights to the pages of one protection key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyRights {
     /// Any access faults.

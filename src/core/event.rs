@@ -58,7 +58,7 @@ pub enum SyscallPhase {
     Exit,
 }
 
-/// What kind of task a `clone`, `fork` or `vfork` made.
+/// The kind of task a `clone`, `fork` or `vfork` made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskKind {
     /// A thread of the traced program.
@@ -94,7 +94,7 @@ pub enum Disposition {
     Ignored,
     /// A handler is installed.
     Caught,
-    /// Not read yet: the core asks with [`super::Action::ReadDisposition`] when it needs it.
+    /// Not read yet: the core requests it with [`super::Action::ReadDisposition`] when needed.
     Unknown,
 }
 

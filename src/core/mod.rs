@@ -3,7 +3,7 @@
 //! [`Supervisor::handle_event`] takes one [`ExecEvent`] and returns the [`Action`]s the driver
 //! must carry out, in order, before it waits for the next event. The core makes no system
 //! call, reads no clock and holds no global: registers, signal information, instruction bytes
-//! and the page size all arrive as event data. No input makes it panic; an event that makes no
+//! and the page size all arrive as event data. No input makes it panic. An event that makes no
 //! sense in the current state is logged and gets the action that keeps the traced
 //! program alive and the pages protected.
 //!
@@ -220,7 +220,7 @@ impl Supervisor {
         match self.threads.get(&tid) {
             // The interrupt a held thread owes may come as this stop: it stays stopped. Other
             // states see this stop only from a confused driver, since only `ContinueToSyscall`
-            // leads to it; it is answered as any stop that is not a signal delivery, so a step
+            // leads to it; it is handled as any stop that is not a signal delivery, so a step
             // in flight is repeated.
             Some(Thread::Held(_) | Thread::Stepping(_) | Thread::Waiting(_) | Thread::FetchingDisposition(_)) => {
                 self.on_other_stop(tid, Some(*regs))
@@ -491,7 +491,7 @@ impl Supervisor {
             let Some(Thread::Held(held)) = self.threads.remove(&tid) else { continue };
             actions.extend(held.signals.into_iter().map(|info| Action::QueueSignal { tid, info }));
             // A thread interrupted but not yet stopped is running: its stop comes later and
-            // is answered then.
+            // is handled then.
             if held.stopped {
                 actions.push(Action::Continue { tid, signal: None });
             }
@@ -568,7 +568,7 @@ impl Supervisor {
     }
 
     fn on_new_task(&mut self, parent: i32, tid: i32, kind: TaskKind) -> Vec<Action> {
-        // A held parent stays stopped: the event is its answer to the interrupt.
+        // A held parent stays stopped: the event is its response to the interrupt.
         let mut actions = match self.threads.get_mut(&parent) {
             Some(Thread::Held(held)) => {
                 held.stopped = true;

@@ -9,7 +9,7 @@ pub struct PageSet {
     page_size: u64,
 }
 
-/// Why a list of page ranges cannot be traced.
+/// The reason a list of page ranges cannot be traced.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[allow(missing_docs)]
 pub enum PageSetError {

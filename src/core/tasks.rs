@@ -136,8 +136,8 @@ pub(super) fn on_process_signal(supervisor: &mut Supervisor, stop: SignalStop) -
     actions
 }
 
-/// The new task has stopped and its kind is known: resume a thread, release a process for
-/// `call`, the call that ran when it was forked.
+/// Resumes a new thread, or releases a new process for `call` (the call that ran when it was
+/// forked), once the task has stopped and its kind is known.
 fn first_stop(
     supervisor: &mut Supervisor,
     tid: i32,
