@@ -248,7 +248,13 @@ mod probes {
             compare: Compare::Only(SIGNAL_FRAME_FAULT_FIELDS),
             untraced_values: &[],
             needs_avx2: false,
-            known_difference: None,
+            // NOTE: on Linux 6.18.44 under KVM the frame's trapno is 1 (debug) when the divide
+            // error happens during a single-step, both with protection keys and with mprotect;
+            // an earlier kernel here gave 0 as untraced runs do. Which kernel path sets it was
+            // not found.
+            known_difference: Some(
+                "a divide error raised while the tracer single-steps the instruction can leave trapno 1 (debug) in the signal frame, and ptrace cannot set the trap number",
+            ),
         },
         Case {
             name: "stack_in_traced_buffer",
