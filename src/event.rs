@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod log;
+
+pub use log::{AccessLog, AccessRun, Entry, Iter};
+
 /// Whether an access read or wrote memory, and how sure the tracer is of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,7 +91,7 @@ pub struct UnsupportedInstruction {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallTrace {
     /// The accesses to traced pages, in the order the instructions ran.
-    pub accesses: Vec<Access>,
+    pub accesses: AccessLog,
     /// Instructions that touched traced pages but whose accesses are unknown.
     pub unsupported: Vec<UnsupportedInstruction>,
     /// System calls the native code made on traced pages, whose effect the trace misses.

@@ -58,7 +58,7 @@ mod child;
 pub use crate::core::{Crash, ExitStatus, Report};
 pub use child::{init, page_size, set_exit_code, trace_call, tracing_status};
 pub use error::{InitError, TraceError};
-pub use event::{Access, AccessKind, CallTrace, PageRange, SystemCallOnTracedPages, UnsupportedInstruction};
+pub use event::{Access, AccessKind, AccessLog, AccessRun, CallTrace, PageRange, SystemCallOnTracedPages, UnsupportedInstruction};
 
 /// The supervisor process as a report callback sees it: the traced program is stopped (or
 /// already gone) while the callback runs.

@@ -235,6 +235,45 @@ fn text_report_letter_map() {
 }
 
 #[test]
+fn text_report_shows_a_run_once() {
+    // fill_down(buffer, 5, value): rep stosq from offset 32 down to offset 0.
+    let run = ffitrace(&["call", &fixture("access_patterns"), "fill_down", "buf:48", "5", "0x1122334455667788"]);
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "5 accesses:");
+    assert!(lines[2].starts_with("     0  write        0        32       8  0x"), "{}", lines[2]);
+    assert_eq!(lines[3], "        ... the access above repeats 5 times in all, each time 8 bytes lower, to #4");
+    assert_eq!(lines[4], "");
+    assert!(lines[6].ends_with(", 0 read, 40 written"), "{}", lines[6]);
+}
+
+#[test]
+fn descending_rep_stos_in_order() {
+    let lines = traced(&[&fixture("access_patterns"), "fill_down", "buf:40", "4", "0x1122334455667788"]);
+    assert_eq!(accesses(&lines), [write(0, 24, 8), write(0, 16, 8), write(0, 8, 8), write(0, 0, 8)]);
+    assert_eq!(bytes(&lines, 0), format!("{}{}", "8877665544332211".repeat(4), "00".repeat(8)));
+}
+
+#[test]
+fn closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ffitrace"))
+        .args(["call", "libc.so.6", "memset", "buf:65536", "1", "65536", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(first.starts_with(r#"{"kind":"write""#), "{first}");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
 fn null_write_crash_is_explained() {
     let run = ffitrace(&["call", &fixture("crashes"), "store_int", "0", "5", "buf:4", "--json"]);
     assert_eq!(run.status, Some(128 + 11), "{}", run.stderr);

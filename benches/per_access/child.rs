@@ -31,8 +31,7 @@ pub struct Measurement {
     pub stops_per_call: f64,
     /// `size_of::<ffitrace::Access>()`.
     pub access_bytes: usize,
-    /// Bytes of the received access log per event: its capacity times the element size,
-    /// divided by its length.
+    /// Bytes of the received access log per event: its heap memory divided by its length.
     pub log_bytes_per_event: f64,
     /// The mean time of a valgrind run's calls when natively run (lackey only).
     pub native_ns_per_call: f64,
@@ -99,8 +98,7 @@ fn measure(method: Method, workload: Workload, size: usize, target: Duration) ->
         };
         let count = trace.accesses.len();
         accesses.push(count);
-        log_bytes_per_event =
-            (trace.accesses.capacity() * std::mem::size_of::<ffitrace::Access>()) as f64 / count.max(1) as f64;
+        log_bytes_per_event = trace.accesses.allocated_bytes() as f64 / count.max(1) as f64;
         Ok(elapsed)
     })?;
     setup.check()?;

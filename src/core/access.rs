@@ -276,7 +276,7 @@ fn on_trap(call: &mut Call, mut step: AccessStep, regs: Registers) -> (Thread, V
                 // The instruction ran with its pages read-only, so it wrote none of them.
                 step.accesses.retain(|access| access.kind != AccessKind::PossibleWrite);
             }
-            call.trace.accesses.append(&mut step.accesses);
+            call.trace.accesses.extend(step.accesses.drain(..));
             step.resume_regs = regs;
             let fix_flags = step.flags_image_fix(&regs);
             let (next, mut actions) = step.close();

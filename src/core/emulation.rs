@@ -25,7 +25,10 @@ pub(super) fn plan(call: &Call, stop: &SignalStop) -> Option<EmulationPlan> {
         return None;
     }
     let plan = plan_emulation_x86_64(&stop.code, &stop.regs)?;
-    let all_traced = plan.accesses().iter().all(|access| covered(call, access.addr, access.end()));
+    let accesses = plan.accesses();
+    let all_traced = (0..accesses.pattern().len())
+        .filter_map(|position| accesses.extent(position))
+        .all(|(start, end)| covered(call, start, end));
     all_traced.then_some(plan)
 }
 
@@ -63,7 +66,7 @@ impl Emulating {
 }
 
 fn finish(call: &mut Call, regs: &Registers, tid: i32, plan: &EmulationPlan, read: &[u8]) -> Vec<Action> {
-    call.trace.accesses.extend(plan.accesses());
+    call.trace.accesses.push_run(plan.accesses());
     let mut actions = Vec::new();
     if let Some((addr, bytes)) = plan.write_request(read) {
         actions.push(Action::WriteMemory { tid, addr, bytes });

@@ -43,7 +43,7 @@ pub fn swap_pointer_pair(fixtures: &Fixtures) -> TestResult {
     expect_bytes("reads", &bytes_touched(&trace, &buffer, false), &both_slots)?;
     expect_bytes("writes", &bytes_touched(&trace, &buffer, true), &both_slots)?;
     let first_write = trace.accesses.iter().position(|access| access.kind == Write);
-    let last_read = trace.accesses.iter().rposition(|access| access.kind == Read);
+    let last_read = trace.accesses.to_vec().iter().rposition(|access| access.kind == Read);
     if let (Some(write), Some(read)) = (first_write, last_read) {
         if read > write {
             return Err(format!("a read follows the first write: {:?}", relative(&trace, &buffer)));

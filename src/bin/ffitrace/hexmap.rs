@@ -128,7 +128,7 @@ fn marks(findings: &Findings, index: usize) -> Vec<u8> {
 /// Counts the accesses attributed to buffer `index` that touch bytes outside it.
 fn outside_accesses(findings: &Findings, index: usize) -> usize {
     let size = findings.buffers[index].size as i64;
-    let outside = |access: &&ffitrace::Access| match findings.place(access) {
+    let outside = |access: &ffitrace::Access| match findings.place(access) {
         Some((at, offset)) => at == index && (offset < 0 || offset + i64::from(access.size) > size),
         None => false,
     };

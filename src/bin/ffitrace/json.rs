@@ -37,7 +37,7 @@ struct ReturnLine {
 /// Writes the findings as JSON Lines; the return line only when the function returned.
 pub fn print(out: &mut impl Write, findings: &Findings) -> io::Result<()> {
     for access in findings.accesses {
-        let place = findings.place(access);
+        let place = findings.place(&access);
         let certain = match access.kind {
             AccessKind::Read => None,
             AccessKind::Write => Some(true),

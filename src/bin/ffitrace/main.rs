@@ -128,9 +128,14 @@ fn call_and_report(
 
     let contents = buffers.iter().map(|buffer| Some(buffer.contents())).collect();
     let findings = Findings { buffers, accesses: &trace.accesses, contents, returned: Some(value) };
-    if let Err(error) = output::print(&mut std::io::stdout().lock(), style, &findings) {
-        eprintln!("error: cannot write the report: {error}");
-        return EXIT_FAILURE;
+    match output::print(&mut std::io::stdout().lock(), style, &findings) {
+        // The reader closed the pipe (`| head`): it has all it wants, as with other tools.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(error) => {
+            eprintln!("error: cannot write the report: {error}");
+            return EXIT_FAILURE;
+        }
+        Ok(()) => {}
     }
     output::warn_unsupported(&trace.unsupported);
     output::warn_system_calls(&trace.system_calls);

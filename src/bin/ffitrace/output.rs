@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use ffitrace::{Access, AccessKind, SystemCallOnTracedPages, UnsupportedInstruction};
+use ffitrace::{Access, AccessKind, AccessLog, SystemCallOnTracedPages, UnsupportedInstruction};
 
 use crate::buffers::{locate, Buffer};
 
@@ -19,7 +19,7 @@ pub enum Style {
 #[derive(Debug)]
 pub struct Findings<'a> {
     pub buffers: &'a [Buffer],
-    pub accesses: &'a [Access],
+    pub accesses: &'a AccessLog,
     /// Each buffer's bytes after the call, `None` where they could not be read.
     pub contents: Vec<Option<Vec<u8>>>,
     /// The function's return value, `None` when it did not return.

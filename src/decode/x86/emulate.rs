@@ -9,7 +9,7 @@
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
 use super::registers::register_value;
-use crate::event::{Access, AccessKind};
+use crate::event::{Access, AccessKind, AccessRun};
 use crate::regs::Registers;
 
 /// The largest block a `rep stos` or `rep movs` may cover to be carried out in one go.
@@ -169,24 +169,24 @@ fn mask(bytes: u64) -> u64 {
 }
 
 impl Plan {
-    /// Returns the accesses the instruction makes, in order: one per element for string forms.
-    pub fn accesses(&self) -> Vec<Access> {
-        match &self.emulation {
-            Emulation::Load { addr, size, .. } => vec![access(*addr, *size as u64, AccessKind::Read)],
-            Emulation::Store { addr, bytes } => vec![access(*addr, bytes.len() as u64, AccessKind::Write)],
-            Emulation::Fill { first, element, count, descending, .. } => (0..*count)
-                .map(|i| access(step(*first, i * element, *descending), *element, AccessKind::Write))
-                .collect(),
-            Emulation::Copy { source, destination, element, count } => (0..*count)
-                .flat_map(|i| {
-                    let offset = i * element;
-                    [
-                        access(source.wrapping_add(offset), *element, AccessKind::Read),
-                        access(destination.wrapping_add(offset), *element, AccessKind::Write),
-                    ]
-                })
-                .collect(),
-        }
+    /// Returns the accesses the instruction makes, in order, as one run: one iteration per
+    /// element for string forms, a single iteration for loads and stores.
+    pub fn accesses(&self) -> AccessRun {
+        let (pattern, count, stride) = match &self.emulation {
+            Emulation::Load { addr, size, .. } => ([access(*addr, *size as u64, AccessKind::Read), NO_ACCESS], 1, 0),
+            Emulation::Store { addr, bytes } => ([access(*addr, bytes.len() as u64, AccessKind::Write), NO_ACCESS], 1, 0),
+            Emulation::Fill { first, element, count, descending, .. } => {
+                let stride = if *descending { -(*element as i64) } else { *element as i64 };
+                ([access(*first, *element, AccessKind::Write), NO_ACCESS], *count, stride)
+            }
+            Emulation::Copy { source, destination, element, count } => {
+                let read = access(*source, *element, AccessKind::Read);
+                ([read, access(*destination, *element, AccessKind::Write)], *count, *element as i64)
+            }
+        };
+        let pattern_len = if matches!(self.emulation, Emulation::Copy { .. }) { 2 } else { 1 };
+        // `plan` rejects a zero count, so the run always exists and the fallback is not taken.
+        AccessRun::new(&pattern[..pattern_len], count, stride).unwrap_or(AccessRun::single(pattern[0]))
     }
 
     /// Returns the bytes to read from the process before the plan can finish, as (address,
@@ -248,6 +248,9 @@ impl Plan {
 fn access(addr: u64, size: u64, kind: AccessKind) -> Access {
     Access { addr, size: size as u32, kind }
 }
+
+/// Fills the unused second slot of a one-access pattern.
+const NO_ACCESS: Access = Access { addr: 0, size: 0, kind: AccessKind::Read };
 
 fn step(base: u64, distance: u64, descending: bool) -> u64 {
     if descending {
@@ -352,11 +355,13 @@ mod tests {
         let after = plan.registers_after(&regs, &[]);
         assert_eq!((after.rcx, after.rdi), (0, RDI + 3));
         assert_eq!(plan.accesses().len(), 3);
+        assert_eq!(plan.accesses().stride(), 1);
 
         regs.eflags |= DIRECTION_FLAG;
         let plan = plan_for(&[0xf3, 0xaa], &regs);
         assert_eq!(plan.write_request(&[]), Some((RDI - 2, vec![0x55; 3])));
-        assert_eq!(plan.accesses()[0].addr, RDI);
+        assert_eq!(plan.accesses().get(0).map(|access| access.addr), Some(RDI));
+        assert_eq!(plan.accesses().get(2).map(|access| access.addr), Some(RDI - 2));
         assert_eq!(plan.registers_after(&regs, &[]).rdi, RDI - 3);
     }
 
