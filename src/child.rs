@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 
-use crate::core::{PageSet, PROTOCOL_COOKIE, PROTOCOL_SIGNAL};
+use crate::core::{PageSet, PROTOCOL_COOKIE, PROTOCOL_SIGNAL, START_ACCEPTED, SYS_GETPPID};
 use crate::error::{InitError, TraceError};
 use crate::event::PageRange;
 use crate::messages::{ChildMessage, Protection, StartReply, StartRequest, SupervisorMessage};
@@ -38,6 +38,8 @@ struct Channel {
     timeout: Duration,
     protection: Protection,
     emulate: bool,
+    /// This process's id, kept so that ending a call needs no `getpid`.
+    pid: i32,
 }
 
 enum Status {
@@ -91,6 +93,8 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
                 timeout: options.message_timeout,
                 protection,
                 emulate: options.emulate_simple_accesses,
+                // SAFETY: getpid has no preconditions.
+                pid: unsafe { libc::getpid() },
             };
             let attached = channel.receive();
             match attached {
@@ -171,7 +175,7 @@ pub fn page_size() -> usize {
 pub fn set_exit_code(code: i32) -> Result<(), TraceError> {
     let guard = STATUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     match &*guard {
-        Status::On(channel) => channel.request(ChildMessage::SetExitCode(code)),
+        Status::On(channel) => channel.request(ChildMessage::SetExitCode(code)).map(|_| ()),
         Status::Off(reason) => Err(TraceError::Rejected(reason.clone())),
         Status::Uninitialized => Err(TraceError::Rejected("ffitrace::init was not called".to_string())),
     }
@@ -217,7 +221,15 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     let fault_signals = FaultSignals::capture();
     protect(set, protection, Protect::Close)?;
     let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate };
-    let started = channel.request(ChildMessage::Start(request)).and_then(|()| channel.receive());
+    // From the protocol stop until the end marker the supervisor stops this thread at every
+    // system call, so nothing in between makes one: an accepted start's reply is read after
+    // the call.
+    let tid = current_thread_id();
+    let (started, reply_pending) = match channel.request(ChildMessage::Start(request)) {
+        Ok(raised) if raised == START_ACCEPTED as i64 => (Ok(SupervisorMessage::StartReply(StartReply::Started)), true),
+        Ok(_) => (channel.receive(), false),
+        Err(error) => (Err(error), false),
+    };
     let rejection = match started {
         Ok(SupervisorMessage::StartReply(StartReply::Started)) => None,
         Ok(SupervisorMessage::StartReply(StartReply::Rejected(reason))) => Some(TraceError::Rejected(reason)),
@@ -231,7 +243,7 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
 
     let value = call();
 
-    let outcome = match channel.request(ChildMessage::End).and_then(|()| channel.receive()) {
+    let outcome = match channel.end_call(tid, reply_pending) {
         Ok(SupervisorMessage::Trace(mut trace)) => {
             // Without this, the supervisor reports the trace itself if the program ends first.
             let _ = channel.to_supervisor.send(ChildMessage::TraceReceived);
@@ -305,10 +317,34 @@ impl FaultSignals {
 
 impl Channel {
     /// Sends `message` and stops this thread with the protocol signal so the supervisor reads
-    /// it while the thread is stopped.
-    fn request(&self, message: ChildMessage) -> Result<(), TraceError> {
+    /// it while the thread is stopped. Returns the value of the system call that raised the
+    /// signal, which the supervisor may have set.
+    fn request(&self, message: ChildMessage) -> Result<i64, TraceError> {
         self.to_supervisor.send(message).map_err(|error| TraceError::Ipc(error.to_string()))?;
         raise_protocol_signal()
+    }
+
+    /// Ends the traced call of thread `tid` and returns the supervisor's reply, the trace when
+    /// all goes well. `start_reply_pending` is true while the start reply is still unread.
+    fn end_call(&self, tid: i32, start_reply_pending: bool) -> Result<SupervisorMessage, TraceError> {
+        if !self.end_marker_seen(tid) {
+            self.request(ChildMessage::End)?;
+        }
+        if start_reply_pending {
+            match self.receive()? {
+                SupervisorMessage::StartReply(StartReply::Started) => {}
+                other => return Err(TraceError::Ipc(format!("expected the start reply, received {other:?}"))),
+            }
+        }
+        self.receive()
+    }
+
+    /// Makes the end marker system call, `getppid(PROTOCOL_COOKIE, tid)`, and returns true if
+    /// the supervisor saw it: it then turns the call into `getpid`.
+    fn end_marker_seen(&self, tid: i32) -> bool {
+        // SAFETY: getppid ignores its arguments and has no other effect.
+        let result = unsafe { libc::syscall(SYS_GETPPID as libc::c_long, PROTOCOL_COOKIE as libc::c_long, tid as libc::c_long) };
+        result == i64::from(self.pid)
     }
 
     fn receive(&self) -> Result<SupervisorMessage, TraceError> {
@@ -321,16 +357,29 @@ impl Channel {
     }
 }
 
-/// Queues the protocol signal, marked with the protocol cookie, to the calling thread. The
-/// signal is unblocked for the duration so the stop happens before this function returns.
-fn raise_protocol_signal() -> Result<(), TraceError> {
+/// Returns the calling thread's id.
+fn current_thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Queues the protocol signal, marked with the protocol cookie, to the calling thread, and
+/// returns the value of the system call that queued it. A blocked signal is unblocked for the
+/// duration so the stop happens before this function returns. An unblocked one needs no
+/// system call after the stop, which matters because the supervisor stops a thread in a call
+/// at every system call.
+fn raise_protocol_signal() -> Result<i64, TraceError> {
     // SAFETY: every pointer passed below refers to a live, properly initialised local.
     unsafe {
         let mut only_protocol: libc::sigset_t = std::mem::zeroed();
         let mut previous: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut only_protocol);
         libc::sigaddset(&mut only_protocol, PROTOCOL_SIGNAL);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &only_protocol, &mut previous);
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut previous);
+        let blocked = libc::sigismember(&previous, PROTOCOL_SIGNAL) == 1;
+        if blocked {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &only_protocol, std::ptr::null_mut());
+        }
 
         let mut info: libc::siginfo_t = std::mem::zeroed();
         let raw = &mut info as *mut libc::siginfo_t as *mut u8;
@@ -349,12 +398,14 @@ fn raise_protocol_signal() -> Result<(), TraceError> {
             &info as *const libc::siginfo_t,
         );
         let errno = std::io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-        if result != 0 {
+        if blocked {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        }
+        if result == -1 {
             return Err(TraceError::Os { call: "rt_tgsigqueueinfo", errno });
         }
+        Ok(result)
     }
-    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -75,7 +75,7 @@ use std::fmt;
 
 use ffitrace::core::{
     Action, Disposition, ExecEvent, KeyRights, Report, SigInfo, SignalStop, Supervisor, SyscallPhase, TaskKind,
-    PROTOCOL_COOKIE, PROTOCOL_SIGNAL,
+    PROTOCOL_COOKIE, PROTOCOL_SIGNAL, SYS_GETPPID,
 };
 use ffitrace::decode::{decode_x86_64, Decoded};
 use ffitrace::messages::{ChildMessage, Protection, StartReply, StartRequest, SupervisorMessage};
@@ -314,6 +314,9 @@ enum Sigusr1 {
 enum Recipe {
     Start(PageChoice, Protect, Accesses),
     End,
+    /// The entry stop of thread `tid`'s end marker, `getppid(PROTOCOL_COOKIE, marked_tid)`;
+    /// only a thread's own id makes it the marker.
+    EndMarker { tid: i32, marked_tid: i32 },
     SetExitCode(i32),
     /// The child's acknowledgement of the trace it received, sent without a stop.
     TraceReceived,
@@ -409,6 +412,10 @@ impl Recipe {
             Recipe::Memory(tid, len) => ExecEvent::Memory { tid: *tid, bytes: len.map(|len| vec![0x5a; len]) },
             Recipe::MessageLost => ExecEvent::MessageLost { reason: "the channel closed".to_string() },
             Recipe::OtherStop(tid, rip) => ExecEvent::OtherStop { tid: *tid, regs: rip.map(|rip| registers_at(rip.0)) },
+            Recipe::EndMarker { tid, marked_tid } => {
+                let regs = Registers { orig_rax: SYS_GETPPID, rdi: PROTOCOL_COOKIE, rsi: *marked_tid as u64, ..registers_at(CODE) };
+                ExecEvent::Syscall { tid: *tid, regs, phase: SyscallPhase::Entry }
+            }
             Recipe::Syscall { tid, phase, number, buf } => {
                 let regs = Registers { orig_rax: *number, rdi: 1, rsi: buf.0, rdx: 8, ..registers_at(CODE) };
                 ExecEvent::Syscall { tid: *tid, regs, phase: *phase }
@@ -428,11 +435,18 @@ impl Recipe {
             | Recipe::Trap { tid, .. }
             | Recipe::Unrelated { tid, .. }
             | Recipe::OtherStop(tid, _)
+            | Recipe::EndMarker { tid, .. }
             | Recipe::Syscall { tid, .. } => Some(*tid),
             Recipe::NewTask { parent, .. } => Some(*parent),
             _ => None,
         }
     }
+}
+
+/// Returns true for the entry stop of a thread's own end marker.
+fn is_end_marker(event: &ExecEvent) -> bool {
+    matches!(event, ExecEvent::Syscall { tid, regs, phase: SyscallPhase::Entry }
+        if regs.orig_rax == SYS_GETPPID && regs.rdi == PROTOCOL_COOKIE && regs.rsi == *tid as u64)
 }
 
 fn signal_stop(tid: i32, info: SigInfo, regs: Registers, code: Vec<u8>, disposition: Disposition) -> ExecEvent {
@@ -690,6 +704,8 @@ struct Coverage {
     process_pages_opened: u32,
     /// Reads of the messages of a program that ended with its last trace unacknowledged.
     message_polls: u32,
+    /// Calls ended by the end marker system call rather than by the End message.
+    marker_ends: u32,
 }
 
 impl Coverage {
@@ -714,6 +730,7 @@ impl Coverage {
         self.interrupts += other.interrupts;
         self.threads_created += other.threads_created;
         self.processes_detached += other.processes_detached;
+        self.marker_ends += other.marker_ends;
         self.process_pages_opened += other.process_pages_opened;
         self.message_polls += other.message_polls;
     }
@@ -840,6 +857,9 @@ impl Checker {
             return Ok(actions);
         }
         self.check_actions(recipe, &event, &actions)?;
+        if is_end_marker(&event) && actions.iter().any(|action| matches!(action, Action::Reply(SupervisorMessage::Trace(_)))) {
+            self.coverage.marker_ends += 1;
+        }
         if let ExecEvent::Signal(stop) = &event {
             let deferred = actions == [Action::Step { tid: stop.tid, signal: None }]
                 && !is_step_trap(&event)
@@ -1080,7 +1100,9 @@ impl Checker {
         self.ensure(requests <= 1, || format!("(d) {requests} requests for one event, and the driver feeds back one"))?;
         let replies = actions.iter().any(|action| matches!(action, Action::Reply(_)));
         let is_message = matches!(event, ExecEvent::Message(_));
-        self.ensure(!replies || is_message, || "(d) Reply without a message".to_string())?;
+        let trace_only = actions.iter().all(|action| !matches!(action, Action::Reply(message) if !matches!(message, SupervisorMessage::Trace(_))));
+        let replies_to_marker = is_end_marker(event) && trace_only;
+        self.ensure(!replies || is_message || replies_to_marker, || "(d) Reply without a message or end marker".to_string())?;
 
         let handled = match recipe {
             Recipe::VectorRegisters(tid) | Recipe::Disposition(tid, _) | Recipe::Memory(tid, _) => Some(*tid),
@@ -1614,6 +1636,8 @@ fn recipe() -> impl Strategy<Value = Recipe> {
             address(),
         )
             .prop_map(|(tid, phase, number, buf)| Recipe::Syscall { tid, phase, number, buf: Hex(buf) }),
+        2 => (thread(), prop_oneof![3 => Just(None), 1 => thread().prop_map(Some)])
+            .prop_map(|(tid, other)| Recipe::EndMarker { tid, marked_tid: other.unwrap_or(tid) }),
         1 => (0..3i32).prop_map(Recipe::Exited),
         1 => (prop_oneof![Just(SIGKILL), Just(SIGSEGV), Just(SIGABRT)], any::<bool>()).prop_map(|(signal, dumped)| Recipe::Killed(signal, dumped)),
     ]
@@ -1826,7 +1850,7 @@ fn run_random(recipes: &[Recipe]) -> Result<Coverage, TestCaseError> {
             other => other.stopped_task().is_some_and(|tid| !checker.tasks.contains_key(&tid)),
         };
         let stepping_elsewhere = match recipe {
-            Recipe::NewTask { parent: tid, .. } | Recipe::Syscall { tid, .. } => {
+            Recipe::NewTask { parent: tid, .. } | Recipe::Syscall { tid, .. } | Recipe::EndMarker { tid, .. } => {
                 checker.tasks.get(tid).is_some_and(|task| task.stepping)
             }
             Recipe::Fault { tid, code, rip, .. } if *code > 0 => checker
@@ -2277,7 +2301,9 @@ impl SimulatedProgram {
         let protect = if self.choices.percent(50) { Protect::Key(KEY) } else { Protect::Gadget(Hex(GADGET)) };
         let accesses = if self.choices.percent(30) { Accesses::Emulated } else { Accesses::Stepped };
         let message = match self.choices.below(10) {
-            0..=5 if in_call => Recipe::End,
+            // The child's usual end: the marker system call, with no message and no signal.
+            0..=3 if in_call => return Recipe::EndMarker { tid, marked_tid: tid },
+            4..=5 if in_call => Recipe::End,
             0..=5 => {
                 let choices =
                     [PageChoice::OnePage, PageChoice::TwoAdjacent, PageChoice::TwoApart, PageChoice::ThreePages];
@@ -2378,6 +2404,7 @@ fn driver_orders_reach_every_path() {
     assert!(coverage.processes_detached > 0, "no forked process was detached");
     assert!(coverage.process_pages_opened > 0, "no forked process had its pages opened");
     assert!(coverage.message_polls > 0, "no program ended with its last trace unacknowledged");
+    assert!(coverage.marker_ends > 0, "no call ended with the end marker");
     assert!(coverage.memory_reads > 0, "no access was carried out by reading memory");
     assert!(coverage.memory_writes > 0, "no access was carried out by writing memory");
 }

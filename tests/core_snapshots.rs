@@ -23,7 +23,8 @@
 use std::collections::BTreeMap;
 
 use ffitrace::core::{
-    Action, Disposition, ExecEvent, SigInfo, SignalStop, Supervisor, TaskKind, PROTOCOL_COOKIE, PROTOCOL_SIGNAL,
+    Action, Disposition, ExecEvent, SigInfo, SignalStop, Supervisor, SyscallPhase, TaskKind, PROTOCOL_COOKIE,
+    PROTOCOL_SIGNAL, SYS_GETPPID,
 };
 use ffitrace::messages::{ChildMessage, Protection, StartRequest};
 use ffitrace::regs::{Registers, VectorRegisters};
@@ -53,6 +54,8 @@ const KEY: u32 = 3;
 const CODE: u64 = 0x5555_5555_a000;
 /// Where the child sits when it stops itself with the protocol signal.
 const PROTOCOL_STOP_RIP: u64 = 0x7fff_f7e4_2000;
+/// Where the child's end marker system call returns to.
+const END_MARKER_RIP: u64 = 0x7fff_f7e4_3000;
 /// Where a new task makes its first stop: just after the `clone` or `fork` system call.
 const CLONE_RETURN_RIP: u64 = 0x7fff_f7e5_1000;
 /// Where a running thread stops when the core interrupts it.
@@ -80,6 +83,7 @@ const TRAP_TRACE: i32 = 2;
 /// `si_code` of a signal the kernel sends for its own reasons, such as an expired `alarm`.
 const SI_KERNEL: i32 = 0x80;
 const ENOMEM: i64 = 12;
+const ENOSYS: i64 = 38;
 
 const MOV_EAX_FROM_RDI: &[u8] = &[0x8b, 0x07];
 const MOV_EAX_TO_RDI: &[u8] = &[0x89, 0x07];
@@ -153,9 +157,18 @@ impl Script {
         self.send(CHILD_PID, ChildMessage::Start(request));
     }
 
-    /// Plays the main thread ending the traced call.
+    /// Plays the main thread ending the traced call as the child does: the entry stop of its
+    /// end marker, `getppid(PROTOCOL_COOKIE, tid)`.
     fn end(&mut self) {
-        self.send(CHILD_PID, ChildMessage::End);
+        let regs = Registers {
+            rip: END_MARKER_RIP,
+            orig_rax: SYS_GETPPID,
+            rax: ENOSYS.wrapping_neg() as u64,
+            rdi: PROTOCOL_COOKIE,
+            rsi: CHILD_PID as u64,
+            ..base_registers()
+        };
+        self.feed(ExecEvent::Syscall { tid: CHILD_PID, regs, phase: SyscallPhase::Entry });
     }
 
     /// Plays the main thread creating thread `tid`: the creation event, then the new thread's
@@ -608,7 +621,7 @@ fn second_start_rejected_pkey() {
 #[test]
 fn end_without_start_rejected() {
     let mut script = Script::new(MPROTECT);
-    script.end();
+    script.send(CHILD_PID, ChildMessage::End);
     script.feed(ExecEvent::Exited { status: 0 });
     script.assert_snapshot(
         "core_end_without_start",
@@ -981,6 +994,27 @@ fn protocol_stop_from_second_thread() {
         "thread 4322 starts and ends the call: the core receives each message at that thread's \
          protocol stop and resumes that thread before replying; the main thread's store is \
          traced in between, with thread 4322 interrupted while the page is open",
+    );
+}
+
+#[test]
+fn end_marker_of_wrong_thread_ignored() {
+    let mut script = Script::new(PKEY);
+    script.start(&[pages(PAGE_A, 1)]);
+    let regs = Registers {
+        rip: END_MARKER_RIP,
+        orig_rax: SYS_GETPPID,
+        rdi: PROTOCOL_COOKIE,
+        rsi: THREAD as u64,
+        ..base_registers()
+    };
+    script.feed(ExecEvent::Syscall { tid: CHILD_PID, regs, phase: SyscallPhase::Entry });
+    script.access(CHILD_PID, PAGE_A + 0x10, MOV_EAX_FROM_RDI, |_| {});
+    script.end();
+    script.assert_snapshot(
+        "core_end_marker_wrong_thread",
+        "a getppid whose arguments carry the cookie but another thread's id is an ordinary \
+         system call: the call goes on, its read is traced, and the real end marker returns it",
     );
 }
 

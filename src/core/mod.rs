@@ -11,13 +11,20 @@
 //!
 //! 1. The child protects the pages, sends [`ChildMessage::Start`], then stops itself with the
 //!    protocol signal ([`PROTOCOL_SIGNAL`] queued with [`PROTOCOL_COOKIE`]).
-//! 2. At that stop the core asks for the message, answers [`StartReply`] and resumes the
-//!    child, which calls the native code.
+//! 2. At that stop the core asks for the message, sets the child's rax to [`START_ACCEPTED`]
+//!    (the return value of the system call that raised the signal), queues [`StartReply`]
+//!    and resumes the child. Seeing the value, the child calls the native code at once and
+//!    reads the reply after the call, because during a call every system call it makes
+//!    costs two stops.
 //! 3. Each access to a traced page faults in whichever thread makes it. The core decodes the
 //!    instruction, opens the pages for that one instruction (see [`access`] for the two ways),
 //!    steps it, records its accesses, closes the pages and resumes the thread.
-//! 4. After the call the child sends [`ChildMessage::End`] and stops the same way; the core
-//!    sends back the [`CallTrace`] and the child makes the pages accessible again.
+//! 4. After the call the child's first system call is the end marker: `getppid` with
+//!    [`PROTOCOL_COOKIE`] and its thread id as arguments. At its entry stop the core ends the
+//!    call, turns the system call into `getpid` so the child can tell it was seen, resumes
+//!    the child without system-call stops and sends the [`CallTrace`]. A child that gets its
+//!    parent's id back instead sends [`ChildMessage::End`] and stops as in step 1. Then it
+//!    makes the pages accessible again.
 //!
 //! Every thread of the program is traced. Processes the program forks are traced only until
 //! their copy of the pages is made accessible, then detached (see [`tasks`]).
@@ -51,8 +58,15 @@ pub const PROTOCOL_SIGNAL: i32 = 10;
 /// The `si_value` that marks a queued [`PROTOCOL_SIGNAL`] as the protocol's, so a SIGUSR1
 /// that the traced program raises for its own reasons is delivered to it untouched.
 pub const PROTOCOL_COOKIE: u64 = 0x6666_6974_7261_6365;
+/// The value the core puts in the child's rax at the protocol stop of an accepted start
+/// request. Any other value means the child must read the reply before the call.
+pub const START_ACCEPTED: u64 = 0x6666_6974_7374_6172;
 /// `si_code` of a signal queued with `sigqueue`/`rt_sigqueueinfo`.
 const SI_QUEUE: i32 = -1;
+/// The x86-64 number of `getppid`, the end marker's system call.
+pub const SYS_GETPPID: u64 = 110;
+/// The x86-64 number of `getpid`, which the core turns a seen end marker into.
+const SYS_GETPID: u64 = 39;
 
 pub(crate) const SIGILL: i32 = 4;
 pub(crate) const SIGTRAP: i32 = 5;
@@ -73,8 +87,9 @@ pub struct Supervisor {
     exit_code: Option<i32>,
     lifecycle: Lifecycle,
     call: Option<Call>,
-    /// The thread stopped with the protocol signal whose message is being received.
-    awaiting_message: Option<i32>,
+    /// The thread stopped with the protocol signal whose message is being received, and its
+    /// registers at that stop.
+    awaiting_message: Option<(i32, crate::regs::Registers)>,
     threads: BTreeMap<i32, Thread>,
     tasks: tasks::NewTasks,
     /// The last call's trace and pages, sent to the child but not yet acknowledged. If the
@@ -208,6 +223,20 @@ impl Supervisor {
     }
 
     fn on_syscall(&mut self, tid: i32, regs: &crate::regs::Registers, phase: SyscallPhase) -> Vec<Action> {
+        let running = matches!(self.threads.get(&tid), Some(Thread::Running));
+        if phase == SyscallPhase::Entry && running && is_end_marker(tid, regs) {
+            if let Some((trace, pages)) = self.finish_call() {
+                self.undelivered = Some((trace.clone(), pages));
+                let seen = crate::regs::Registers { orig_rax: SYS_GETPID, ..*regs };
+                // Resume first: the child must run to read a reply larger than the socket
+                // buffer.
+                return vec![
+                    Action::SetRegisters { tid, regs: seen },
+                    Action::Continue { tid, signal: None },
+                    Action::Reply(SupervisorMessage::Trace(trace)),
+                ];
+            }
+        }
         if let (SyscallPhase::Entry, Some(call)) = (phase, self.call.as_mut()) {
             if syscalls::changes_mapping(call, regs) {
                 call.emulation = false;
@@ -243,11 +272,12 @@ impl Supervisor {
             debug!(?message, ?status, "message from a program that has ended");
             return vec![Action::PollMessage];
         }
-        let Some(tid) = self.awaiting_message.take() else {
+        let Some((tid, regs)) = self.awaiting_message.take() else {
             warn!(?message, "message received while none was requested");
             return Vec::new();
         };
         let resume = Action::Continue { tid, signal: None };
+        let accepted = Action::SetRegisters { tid, regs: crate::regs::Registers { rax: START_ACCEPTED, ..regs } };
         let reply = match message {
             ChildMessage::Start(_) if self.call.is_some() => {
                 SupervisorMessage::StartReply(StartReply::Rejected("a traced call is already running".to_string()))
@@ -256,7 +286,8 @@ impl Supervisor {
                 Ok(call) => {
                     debug!(tid, pages = call.pages.runs().len(), "traced call starts");
                     self.call = Some(call);
-                    SupervisorMessage::StartReply(StartReply::Started)
+                    let reply = SupervisorMessage::StartReply(StartReply::Started);
+                    return vec![accepted, resume, Action::Reply(reply)];
                 }
                 Err(reason) => SupervisorMessage::StartReply(StartReply::Rejected(reason)),
             },
@@ -371,7 +402,7 @@ impl Supervisor {
     fn on_running_signal(&mut self, stop: SignalStop) -> (Thread, Vec<Action>) {
         let tid = stop.tid;
         if self.is_protocol_signal(&stop.info) {
-            self.awaiting_message = Some(tid);
+            self.awaiting_message = Some((tid, stop.regs));
             return (Thread::Running, vec![Action::ReceiveMessage]);
         }
         let traced_fault = self.call.as_ref().is_some_and(|call| is_traced_fault(call, &stop));
@@ -630,7 +661,7 @@ impl Supervisor {
             // until the call ends; with protection keys nothing stays open.
             warn!(tid, "a thread exited while stepping an access");
         }
-        if self.awaiting_message == Some(tid) {
+        if self.awaiting_message.is_some_and(|(waiting, _)| waiting == tid) {
             self.awaiting_message = None;
         }
         self.schedule(Vec::new())
@@ -673,6 +704,11 @@ impl Supervisor {
     fn is_protocol_signal(&self, info: &SigInfo) -> bool {
         info.signo == PROTOCOL_SIGNAL && info.code == SI_QUEUE && info.value == PROTOCOL_COOKIE && info.pid == self.program
     }
+}
+
+/// Returns true for the entry of the child's end marker: `getppid(PROTOCOL_COOKIE, tid)`.
+fn is_end_marker(tid: i32, regs: &crate::regs::Registers) -> bool {
+    regs.orig_rax == SYS_GETPPID && regs.rdi == PROTOCOL_COOKIE && regs.rsi == tid as u64
 }
 
 fn start_call(request: StartRequest) -> Result<Call, String> {
