@@ -3,9 +3,13 @@
 //!
 //! A log contains single accesses and runs. A run is a pattern of one or two accesses repeated
 //! with a fixed stride (`rep stosb` writes one byte per element, `rep movsb` reads one and
-//! writes one). Iterating the log yields every access in the order the instructions made them,
-//! so readers that want single accesses never see runs. Readers that mark byte ranges can walk
-//! [`AccessLog::entries`] and handle a whole run at once.
+//! writes one). The supervisor records a `rep` block it carries out as one run, and the log
+//! folds accesses that arrive one at a time into a run once they repeat a pattern five times
+//! (five accesses of a one-access pattern, three iterations of a two-access one), so a stepped
+//! `rep` block or a loop is stored the same way. Iterating the log yields every access in the
+//! order the instructions made them, so readers that want single accesses never see runs.
+//! Readers that mark byte ranges can walk [`AccessLog::entries`] and handle a whole run at
+//! once.
 
 use std::fmt;
 
@@ -81,10 +85,15 @@ impl AccessRun {
             return None;
         }
         let width = u64::from(self.pattern_len);
-        let (iteration, position) = (index / width, (index % width) as usize);
+        Some(self.at(index / width, (index % width) as usize))
+    }
+
+    /// Returns the pattern's access at `position` (0 or 1) moved to `iteration`, which may lie
+    /// past the run's end.
+    fn at(&self, iteration: u64, position: usize) -> Access {
         let mut access = self.pattern[position];
         access.addr = access.addr.wrapping_add((iteration as i64).wrapping_mul(self.stride) as u64);
-        Some(access)
+        access
     }
 
     /// Returns the bytes that the pattern's access at `position` covers over all iterations, as
@@ -173,16 +182,55 @@ impl AccessLog {
         AccessLog::default()
     }
 
-    /// Appends one access.
+    /// Appends one access, extending the run that ends the log or starting a run when it
+    /// continues a pattern.
     pub fn push(&mut self, access: Access) {
+        if self.extend_last_run(access) {
+            return;
+        }
         self.singles.push(access);
+        self.fold_tail();
     }
 
     /// Appends every access of `run`. A run of a few accesses is stored as single accesses.
     pub fn push_run(&mut self, run: AccessRun) {
         if run.len() < MIN_STORED_RUN_LEN {
-            self.singles.extend(run.iter());
+            run.iter().for_each(|access| self.push(access));
         } else {
+            self.runs.push(PlacedRun { singles_before: self.singles.len() as u64, run });
+        }
+    }
+
+    /// Returns true if `access` completes the next iteration of the run that ends the log,
+    /// which then counts it. With a two-access pattern the first access of an iteration waits
+    /// as a single access until the second arrives.
+    fn extend_last_run(&mut self, access: Access) -> bool {
+        let singles = self.singles.len() as u64;
+        let Some(last) = self.runs.last_mut() else { return false };
+        let next = last.run.count;
+        let after_run = singles - last.singles_before;
+        match (last.run.pattern_len, after_run) {
+            (1, 0) if access == last.run.at(next, 0) => {
+                last.run.count += 1;
+                true
+            }
+            (2, 1) if self.singles.last() == Some(&last.run.at(next, 0)) && access == last.run.at(next, 1) => {
+                last.run.count += 1;
+                self.singles.pop();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Replaces the single accesses that end the log with a run when they repeat a pattern
+    /// `MIN_STORED_RUN_LEN` accesses long.
+    fn fold_tail(&mut self) {
+        let first_free = self.runs.last().map_or(0, |last| last.singles_before as usize);
+        let tail = &self.singles[first_free..];
+        let found = [1, 2].into_iter().find_map(|width| repeated_pattern(tail, width));
+        if let Some((run, taken)) = found {
+            self.singles.truncate(self.singles.len() - taken);
             self.runs.push(PlacedRun { singles_before: self.singles.len() as u64, run });
         }
     }
@@ -235,6 +283,25 @@ impl AccessLog {
         self.singles.shrink_to_fit();
         self.runs.shrink_to_fit();
     }
+}
+
+/// Returns the run that the last accesses of `tail` form with a pattern `width` accesses
+/// long, and how many accesses it takes, when they repeat the pattern enough to be stored as a
+/// run: every access the same size and kind as the one `width` before it, and every address
+/// the same distance from it.
+fn repeated_pattern(tail: &[Access], width: usize) -> Option<(AccessRun, usize)> {
+    let iterations = (MIN_STORED_RUN_LEN as usize).div_ceil(width);
+    let taken = iterations * width;
+    let window = tail.get(tail.len().checked_sub(taken)?..)?;
+    let stride = window[width].addr.wrapping_sub(window[0].addr) as i64;
+    let repeats = window.windows(width + 1).all(|pair| {
+        let (earlier, later) = (pair[0], pair[width]);
+        earlier.size == later.size
+            && earlier.kind == later.kind
+            && later.addr.wrapping_sub(earlier.addr) as i64 == stride
+    });
+    let run = AccessRun::new(&window[..width], iterations as u64, stride)?;
+    repeats.then_some((run, taken))
 }
 
 /// One entry in the human-readable form of a log.
@@ -339,25 +406,27 @@ impl<'a> IntoIterator for &'a AccessLog {
 
 impl Extend<Access> for AccessLog {
     fn extend<I: IntoIterator<Item = Access>>(&mut self, accesses: I) {
-        self.singles.extend(accesses);
+        accesses.into_iter().for_each(|access| self.push(access));
     }
 }
 
 impl<'a> Extend<&'a Access> for AccessLog {
     fn extend<I: IntoIterator<Item = &'a Access>>(&mut self, accesses: I) {
-        self.singles.extend(accesses);
+        accesses.into_iter().for_each(|access| self.push(*access));
     }
 }
 
 impl FromIterator<Access> for AccessLog {
     fn from_iter<I: IntoIterator<Item = Access>>(accesses: I) -> AccessLog {
-        AccessLog { singles: accesses.into_iter().collect(), runs: Vec::new() }
+        let mut log = AccessLog::new();
+        log.extend(accesses);
+        log
     }
 }
 
 impl From<Vec<Access>> for AccessLog {
-    fn from(singles: Vec<Access>) -> AccessLog {
-        AccessLog { singles, runs: Vec::new() }
+    fn from(accesses: Vec<Access>) -> AccessLog {
+        accesses.into_iter().collect()
     }
 }
 
@@ -524,5 +593,82 @@ mod tests {
         let back = receiver.recv().expect("and received");
         assert_eq!(back, log);
         assert_eq!(back.entries().count(), 3);
+    }
+
+    #[test]
+    fn pushes_fold_into_run() {
+        let mut log = AccessLog::new();
+        for index in 0..5u64 {
+            log.push(access(0x1020 - 8 * index, 8, AccessKind::Write));
+        }
+        assert_eq!(log.entries().count(), 1);
+        log.push(access(0x1020 - 8 * 5, 8, AccessKind::Write));
+        assert_eq!(log.entries().count(), 1);
+        assert_eq!(log.len(), 6);
+        log.push(access(0x2000, 8, AccessKind::Write));
+        assert_eq!(log.entries().count(), 2);
+        let Some(Entry::Run(run)) = log.entries().next() else { panic!("the log starts with a run") };
+        assert_eq!((run.count(), run.stride()), (6, -8));
+    }
+
+    #[test]
+    fn pairs_fold_into_run() {
+        let mut log = AccessLog::new();
+        for index in 0..3u64 {
+            log.push(access(0x1000 + index, 1, AccessKind::Read));
+            log.push(access(0x2000 + index, 1, AccessKind::Write));
+        }
+        assert_eq!(log.entries().count(), 1);
+        log.push(access(0x1003, 1, AccessKind::Read));
+        assert_eq!(log.entries().count(), 2);
+        log.push(access(0x2003, 1, AccessKind::Write));
+        assert_eq!(log.entries().count(), 1);
+        assert_eq!(log, copy_run(4).iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn mixed_sizes_stay_single() {
+        let mut log = AccessLog::new();
+        for index in 0..5u64 {
+            log.push(access(0x1000 + 8 * index, if index == 2 { 4 } else { 8 }, AccessKind::Read));
+        }
+        assert_eq!(log.entries().count(), 5);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn folding_keeps_every_access(
+            segments in proptest::collection::vec(
+                (0u64..3, 1u64..4, 1usize..3, 0u64..9, proptest::sample::select(vec![-8i64, -1, 0, 1, 4, 8]), proptest::bool::ANY),
+                0..40,
+            )
+        ) {
+            // Segments that repeat a pattern a few times, so that runs start, grow and break
+            // off where one segment follows another.
+            let mut accesses = Vec::new();
+            for (base, size, width, count, stride, write) in segments {
+                let kind = if write { AccessKind::Write } else { AccessKind::Read };
+                for iteration in 0..count {
+                    for position in 0..width as u64 {
+                        let addr = (0x1000 * (base + 1) + 0x100 * position).wrapping_add((iteration as i64 * stride) as u64);
+                        accesses.push(access(addr, size as u32, if position == 1 { AccessKind::Write } else { kind }));
+                    }
+                }
+            }
+            let mut log = AccessLog::new();
+            for (index, access) in accesses.iter().enumerate() {
+                log.push(*access);
+                proptest::prop_assert_eq!(log.len(), index + 1);
+            }
+            proptest::prop_assert_eq!(log.to_vec(), accesses.clone());
+            let mut from_entries = Vec::new();
+            for entry in log.entries() {
+                match entry {
+                    Entry::Single(access) => from_entries.push(*access),
+                    Entry::Run(run) => from_entries.extend(run.iter()),
+                }
+            }
+            proptest::prop_assert_eq!(from_entries, accesses);
+        }
     }
 }
