@@ -90,6 +90,8 @@ const MOV_EAX_TO_RDI: &[u8] = &[0x89, 0x07];
 const ADD_EAX_TO_RDI: &[u8] = &[0x01, 0x07];
 const MOV_RAX_FROM_RDI: &[u8] = &[0x48, 0x8b, 0x07];
 const MOVSB: &[u8] = &[0xa4];
+const REP_STOSB: &[u8] = &[0xf3, 0xaa];
+const MOVUPS_XMM2_TO_RDI: &[u8] = &[0x0f, 0x11, 0x17];
 /// A byte-masked store to [rdi] whose mask lives in an MMX register the decoder does not
 /// read, so the store is only a possible write.
 const MASKMOVQ: &[u8] = &[0x0f, 0xf7, 0xc1];
@@ -150,10 +152,16 @@ impl Script {
         self.feed(ExecEvent::Message(message));
     }
 
-    /// Plays the main thread starting a traced call on `pages`.
+    /// Plays the main thread starting a traced call on `pages` in which every access is
+    /// stepped.
     fn start(&mut self, pages: &[PageRange]) {
-        let request =
-            StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate: false };
+        self.start_with(pages, false);
+    }
+
+    /// Plays the main thread starting a traced call on `pages`; `emulate` lets the supervisor
+    /// carry out simple accesses itself.
+    fn start_with(&mut self, pages: &[PageRange], emulate: bool) {
+        let request = StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate };
         self.send(CHILD_PID, ChildMessage::Start(request));
     }
 
@@ -332,7 +340,7 @@ fn compact(value: Value) -> Value {
                 }
                 let value = match key.as_str() {
                     "addr" | "start" | "len" | "value" | "syscall_gadget" => hex(value),
-                    "code" if value.is_array() => hex_bytes(value),
+                    "code" | "bytes" if value.is_array() => hex_bytes(value),
                     _ => compact(value),
                 };
                 compacted.insert(key, value);
@@ -1015,6 +1023,38 @@ fn end_marker_of_wrong_thread_ignored() {
         "core_end_marker_wrong_thread",
         "a getppid whose arguments carry the cookie but another thread's id is an ordinary \
          system call: the call goes on, its read is traced, and the real end marker returns it",
+    );
+}
+
+#[test]
+fn emulated_rep_stos_is_one_run() {
+    let mut script = Script::new(PKEY);
+    script.start_with(&[pages(PAGE_A, 2)], true);
+    let regs = Registers { rip: CODE, rdi: PAGE_A + 0xff0, rcx: 0x20, rax: 0x5a, ..base_registers() };
+    let info = SigInfo::new(SIGSEGV, SEGV_PKUERR, PAGE_A + 0xff0);
+    script.feed(stop(CHILD_PID, info, regs, REP_STOSB.to_vec(), Disposition::Default));
+    script.end();
+    script.assert_snapshot(
+        "core_emulated_rep_stos",
+        "rep stosb of 32 bytes across two traced pages is carried out in one stop: the \
+         supervisor writes the filled bytes, sets rdi past the block and rcx to zero, and the \
+         trace records the block as one run of 32 one-byte writes",
+    );
+}
+
+#[test]
+fn emulated_vector_store_reads_registers() {
+    let mut script = Script::new(PKEY);
+    script.start_with(&[pages(PAGE_A, 1)], true);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x20, PAGE_A + 0x20, MOVUPS_XMM2_TO_RDI));
+    let xmm2 = [0x1111_1111_1111_1111, 0x2222_2222_2222_2222, 0, 0, 0, 0, 0, 0];
+    let vectors = VectorRegisters { zmm: vec![[0; 8], [0; 8], xmm2], k: [0; 8] };
+    script.feed(ExecEvent::VectorRegisters { tid: CHILD_PID, vectors });
+    script.end();
+    script.assert_snapshot(
+        "core_emulated_vector_store",
+        "movups [rdi], xmm2 on a traced page: the core reads the vector registers, writes the \
+         16 bytes of xmm2, moves rip past the instruction and continues, with one recorded write",
     );
 }
 

@@ -9,8 +9,8 @@
 //! ```
 
 use super::{Action, Call, SignalStop};
-use crate::decode::{plan_emulation_x86_64, EmulationPlan};
-use crate::regs::Registers;
+use crate::decode::{plan_access_x86_64, EmulationPlan, PlannedAccess};
+use crate::regs::{Registers, VectorRegisters};
 
 /// A fault whose instruction is being carried out, waiting for the memory it reads.
 #[derive(Debug)]
@@ -19,17 +19,26 @@ pub(crate) struct Emulating {
     plan: EmulationPlan,
 }
 
-/// Returns a plan for the faulting instruction if the call allows carrying it out.
-pub(super) fn plan(call: &Call, stop: &SignalStop) -> Option<EmulationPlan> {
+/// Returns what to do with the faulting instruction: carry it out when the call allows it and
+/// every access lies on traced pages, read the vector registers first, or step it.
+pub(super) fn plan(call: &Call, stop: &SignalStop, vectors: Option<&VectorRegisters>) -> PlannedAccess {
     if !call.emulation {
-        return None;
+        return PlannedAccess::Step;
     }
-    let plan = plan_emulation_x86_64(&stop.code, &stop.regs)?;
+    match plan_access_x86_64(&stop.code, &stop.regs, vectors) {
+        PlannedAccess::Ready(plan) if all_traced(call, &plan) => PlannedAccess::Ready(plan),
+        PlannedAccess::NeedsVectorRegisters(access) if covered(call, access.addr, access.end()) => {
+            PlannedAccess::NeedsVectorRegisters(access)
+        }
+        _ => PlannedAccess::Step,
+    }
+}
+
+fn all_traced(call: &Call, plan: &EmulationPlan) -> bool {
     let accesses = plan.accesses();
-    let all_traced = (0..accesses.pattern().len())
+    (0..accesses.pattern().len())
         .filter_map(|position| accesses.extent(position))
-        .all(|(start, end)| covered(call, start, end));
-    all_traced.then_some(plan)
+        .all(|(start, end)| covered(call, start, end))
 }
 
 /// Returns true when every page of `start..end` is traced.

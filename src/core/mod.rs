@@ -49,6 +49,7 @@ pub use report::{Crash, ExitStatus, Report};
 use access::AccessStep;
 use tracing::{debug, trace, warn};
 
+use crate::decode::PlannedAccess;
 use crate::event::CallTrace;
 use crate::messages::{ChildMessage, Protection, StartReply, StartRequest, SupervisorMessage};
 use crate::regs::VectorRegisters;
@@ -113,8 +114,9 @@ enum Lifecycle {
 #[derive(Debug)]
 pub(crate) enum Thread {
     Running,
-    /// A fault on a traced page waits for the vector registers its decoding needs.
-    FetchingVectors(SignalStop),
+    /// A fault on a traced page waits for the vector registers that carrying it out or
+    /// decoding it needs.
+    FetchingVectors(SignalStop, VectorsFor),
     /// One faulting instruction is being stepped with its pages open.
     Stepping(AccessStep),
     /// Its faulting instruction is carried out by the supervisor, which waits for the memory
@@ -127,6 +129,15 @@ pub(crate) enum Thread {
     Waiting(SignalStop),
     /// Kept stopped while another thread has pages open with `mprotect`.
     Held(Held),
+}
+
+/// The use of the vector registers a thread waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VectorsFor {
+    /// The supervisor carries out the vector store that faulted.
+    Emulation,
+    /// The decoder computes the accesses of the instruction to step (gathers, masked moves).
+    Step,
 }
 
 /// A thread the core keeps stopped, with what it will do once released.
@@ -354,7 +365,7 @@ impl Supervisor {
                 Some(call) if !step.call_ended() => access::on_signal(call, step, stop),
                 _ => access::on_signal_after_call(step, stop),
             },
-            Thread::FetchingVectors(_) => {
+            Thread::FetchingVectors(..) => {
                 // The driver feeds the vector registers right after reading them, so this stop
                 // should not happen. The pending fault is dropped: its instruction faults again
                 // once the thread runs.
@@ -407,17 +418,7 @@ impl Supervisor {
         }
         let traced_fault = self.call.as_ref().is_some_and(|call| is_traced_fault(call, &stop));
         if traced_fault {
-            if let Some(plan) = self.call.as_ref().and_then(|call| emulation::plan(call, &stop)) {
-                let Some(call) = self.call.as_mut() else { return (Thread::Running, Vec::new()) };
-                return match emulation::start(call, stop, plan) {
-                    (Some(emulating), actions) => (Thread::Emulating(emulating), actions),
-                    (None, actions) => (Thread::Running, actions),
-                };
-            }
-            if self.uses_mprotect() {
-                return self.stop_the_world(stop);
-            }
-            return self.start_access(stop, None);
+            return self.on_traced_fault(stop, None);
         }
         if self.lifecycle == Lifecycle::Running && is_fault_signal(&stop) && stop.disposition == Disposition::Unknown {
             let signal = stop.info.signo;
@@ -431,6 +432,30 @@ impl Supervisor {
         (Thread::Running, vec![Action::Continue { tid, signal: Some(stop.info) }])
     }
 
+    /// Carries out a fault on a traced page in the supervisor when it can, reading the vector
+    /// registers first for a vector store, and otherwise steps it.
+    fn on_traced_fault(&mut self, stop: SignalStop, vectors: Option<&VectorRegisters>) -> (Thread, Vec<Action>) {
+        let tid = stop.tid;
+        let Some(call) = self.call.as_mut() else { return (Thread::Running, vec![Action::Continue { tid, signal: None }]) };
+        match emulation::plan(call, &stop, vectors) {
+            PlannedAccess::Ready(plan) => {
+                return match emulation::start(call, stop, plan) {
+                    (Some(emulating), actions) => (Thread::Emulating(emulating), actions),
+                    (None, actions) => (Thread::Running, actions),
+                };
+            }
+            PlannedAccess::NeedsVectorRegisters(_) if vectors.is_none() => {
+                let fetching = Thread::FetchingVectors(stop, VectorsFor::Emulation);
+                return (fetching, vec![Action::ReadVectorRegisters { tid }]);
+            }
+            PlannedAccess::NeedsVectorRegisters(_) | PlannedAccess::Step => {}
+        }
+        if self.uses_mprotect() {
+            return self.stop_the_world(stop);
+        }
+        self.start_access(stop, vectors)
+    }
+
     fn start_access(&mut self, stop: SignalStop, vectors: Option<&VectorRegisters>) -> (Thread, Vec<Action>) {
         let tid = stop.tid;
         let Some(call) = self.call.as_mut().filter(|call| is_traced_fault(call, &stop)) else {
@@ -440,7 +465,9 @@ impl Supervisor {
         };
         match access::start(call, stop, vectors) {
             access::Started::Stepping(step, actions) => (Thread::Stepping(step), actions),
-            access::Started::NeedsVectors(stop) => (Thread::FetchingVectors(stop), vec![Action::ReadVectorRegisters { tid }]),
+            access::Started::NeedsVectors(stop) => {
+                (Thread::FetchingVectors(stop, VectorsFor::Step), vec![Action::ReadVectorRegisters { tid }])
+            }
         }
     }
 
@@ -481,7 +508,7 @@ impl Supervisor {
     /// next, and once none is left every held thread is released. Appends to `actions`.
     fn schedule(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
         // A thread fetching vector registers steps next, so the others stay as they are.
-        if self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_) | Thread::FetchingVectors(_))) {
+        if self.threads.values().any(|thread| matches!(thread, Thread::Stepping(_) | Thread::FetchingVectors(..))) {
             return actions;
         }
         let all_stopped = self.threads.values().all(|thread| !matches!(thread, Thread::Held(Held { stopped: false, .. })));
@@ -583,8 +610,13 @@ impl Supervisor {
 
     fn on_vector_registers(&mut self, tid: i32, vectors: VectorRegisters) -> Vec<Action> {
         match self.threads.remove(&tid) {
-            Some(Thread::FetchingVectors(stop)) => {
-                let (next, actions) = self.start_access(stop, Some(&vectors));
+            Some(Thread::FetchingVectors(stop, purpose)) => {
+                let traced = self.call.as_ref().is_some_and(|call| is_traced_fault(call, &stop));
+                let (next, actions) = match purpose {
+                    VectorsFor::Emulation if traced => self.on_traced_fault(stop, Some(&vectors)),
+                    VectorsFor::Emulation => (Thread::Running, vec![Action::Continue { tid, signal: None }]),
+                    VectorsFor::Step => self.start_access(stop, Some(&vectors)),
+                };
                 self.threads.insert(tid, next);
                 self.schedule(actions)
             }
@@ -647,7 +679,7 @@ impl Supervisor {
             }
             // A pending fault is dropped: the thread re-executes its instruction and faults again.
             // Threads held for that fault are scheduled anew.
-            Some(Thread::FetchingVectors(_) | Thread::Running) | None => {
+            Some(Thread::FetchingVectors(..) | Thread::Running) | None => {
                 self.threads.insert(tid, Thread::Running);
                 self.schedule(vec![Action::Continue { tid, signal: None }])
             }
@@ -725,7 +757,7 @@ fn start_call(request: StartRequest) -> Result<Call, String> {
 
 /// Returns true for a thread that steps, or is about to, with pages it opens with `mprotect`.
 fn is_busy(thread: &Thread) -> bool {
-    matches!(thread, Thread::Stepping(_) | Thread::Waiting(_) | Thread::FetchingVectors(_))
+    matches!(thread, Thread::Stepping(_) | Thread::Waiting(_) | Thread::FetchingVectors(..))
 }
 
 /// Returns true for a kernel-raised SIGSEGV or SIGBUS whose address lies on a traced page.

@@ -51,7 +51,13 @@ pub fn plan_emulation_x86_64(code: &[u8], regs: &Registers) -> Option<EmulationP
     x86::emulate::plan(code, regs)
 }
 
-pub use x86::emulate::{Emulation, Extend, Plan as EmulationPlan, Target as EmulationTarget};
+/// Returns what the supervisor can do with the x86-64 instruction at the start of `code`:
+/// carry it out with a plan, read the vector registers first (a vector store), or step it.
+pub fn plan_access_x86_64(code: &[u8], regs: &Registers, vectors: Option<&VectorRegisters>) -> PlannedAccess {
+    x86::emulate::plan_access(code, regs, vectors)
+}
+
+pub use x86::emulate::{Emulation, Extend, Plan as EmulationPlan, Planned as PlannedAccess, Target as EmulationTarget};
 
 /// Returns the instruction at the start of `code` (located at `rip`) in Intel syntax, or
 /// `None` if the bytes are not a valid x86-64 instruction.

@@ -1,16 +1,18 @@
 //! Plans for carrying out the commonest memory instructions in the supervisor instead of
-//! single-stepping them: general-register loads and stores, and `stos`/`movs` with or without
-//! `rep`. Such an instruction costs one ptrace stop instead of two or four.
+//! single-stepping them: general-register loads and stores, SSE and AVX vector stores, and
+//! `stos`/`movs` with or without `rep`. Such an instruction costs one ptrace stop instead of
+//! two or four.
 //!
 //! A plan names the memory to read, the bytes to write and the registers afterwards; it never
-//! touches a process. Everything else (flags, vector registers, atomics, other forms) is left
-//! to single-stepping: [`plan`] returns `None`.
+//! touches a process. Everything else (flags, vector loads, atomics, masked and AVX-512 forms,
+//! other instructions) is left to single-stepping: [`plan_access`] returns
+//! [`Planned::Step`].
 
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Decoder, DecoderOptions, EncodingKind, Instruction, Mnemonic, OpKind, Register};
 
 use super::registers::register_value;
 use crate::event::{Access, AccessKind, AccessRun};
-use crate::regs::Registers;
+use crate::regs::{Registers, VectorRegisters};
 
 /// The largest block a `rep stos` or `rep movs` may cover to be carried out in one go.
 const MAX_BLOCK: u64 = 16 << 20;
@@ -60,21 +62,131 @@ pub struct Plan {
     pub len: u64,
 }
 
+/// What the supervisor can do with a faulting instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// Carry it out with this plan.
+    Ready(Plan),
+    /// Carry it out once the vector registers are known: it stores one of them, making this
+    /// access.
+    NeedsVectorRegisters(Access),
+    /// Single-step it.
+    Step,
+}
+
 /// Returns a plan for the instruction at the start of `code`, or `None` when it must be
-/// stepped.
+/// stepped or needs the vector registers.
 pub fn plan(code: &[u8], regs: &Registers) -> Option<Plan> {
+    match plan_access(code, regs, None) {
+        Planned::Ready(plan) => Some(plan),
+        Planned::NeedsVectorRegisters(_) | Planned::Step => None,
+    }
+}
+
+/// Returns what the supervisor can do with the instruction at the start of `code`, given the
+/// vector registers when they were read.
+pub fn plan_access(code: &[u8], regs: &Registers, vectors: Option<&VectorRegisters>) -> Planned {
     let mut decoder = Decoder::with_ip(64, code, regs.rip, DecoderOptions::NONE);
     let instr = decoder.decode();
     if instr.is_invalid() || instr.has_lock_prefix() || instr.has_xacquire_prefix() || instr.has_xrelease_prefix() {
+        return Planned::Step;
+    }
+    if is_vector_store(&instr) {
+        let Some(emulation) = plan_vector_store(&instr, regs, vectors) else { return Planned::Step };
+        let plan = Plan { emulation, len: instr.len() as u64 };
+        return match vectors {
+            Some(_) => Planned::Ready(plan),
+            None => Planned::NeedsVectorRegisters(plan.accesses().pattern()[0]),
+        };
+    }
+    let planned = match instr.mnemonic() {
+        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd => plan_move(&instr, regs),
+        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => plan_fill(&instr, regs),
+        Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq => plan_copy(&instr, regs),
+        _ => None,
+    };
+    match planned {
+        Some(emulation) => Planned::Ready(Plan { emulation, len: instr.len() as u64 }),
+        None => Planned::Step,
+    }
+}
+
+/// Returns true for a store of a whole XMM or YMM register, or of its low element, that
+/// writes memory unconditionally: the SSE and VEX moves of full registers, the non-temporal
+/// stores, and `movd`/`movq`/`movss`/`movsd` to memory. EVEX (AVX-512) forms are stepped,
+/// because they can be masked.
+fn is_vector_store(instr: &Instruction) -> bool {
+    let store_form = instr.op_count() == 2
+        && instr.op0_kind() == OpKind::Memory
+        && instr.op1_kind() == OpKind::Register
+        && (instr.op1_register().is_xmm() || instr.op1_register().is_ymm());
+    store_form
+        && instr.encoding() != EncodingKind::EVEX
+        && matches!(
+            instr.mnemonic(),
+            Mnemonic::Movups
+                | Mnemonic::Movupd
+                | Mnemonic::Movaps
+                | Mnemonic::Movapd
+                | Mnemonic::Movdqu
+                | Mnemonic::Movdqa
+                | Mnemonic::Movntps
+                | Mnemonic::Movntpd
+                | Mnemonic::Movntdq
+                | Mnemonic::Movd
+                | Mnemonic::Movq
+                | Mnemonic::Movss
+                | Mnemonic::Movsd
+                | Mnemonic::Vmovups
+                | Mnemonic::Vmovupd
+                | Mnemonic::Vmovaps
+                | Mnemonic::Vmovapd
+                | Mnemonic::Vmovdqu
+                | Mnemonic::Vmovdqa
+                | Mnemonic::Vmovntps
+                | Mnemonic::Vmovntpd
+                | Mnemonic::Vmovntdq
+                | Mnemonic::Vmovd
+                | Mnemonic::Vmovq
+                | Mnemonic::Vmovss
+                | Mnemonic::Vmovsd
+        )
+}
+
+/// Plans a vector store: the low `size` bytes of the source register at the effective
+/// address. `None` when the address cannot be computed, or when an aligned form's address is
+/// misaligned, because the CPU then raises a fault that stepping delivers.
+fn plan_vector_store(instr: &Instruction, regs: &Registers, vectors: Option<&VectorRegisters>) -> Option<Emulation> {
+    let next_ip = instr.next_ip();
+    let addr = instr.virtual_address(0, 0, |reg, _, _| register_value(regs, reg, next_ip))?;
+    let size = instr.memory_size().size();
+    if size == 0 || size > instr.op1_register().size() {
         return None;
     }
-    let emulation = match instr.mnemonic() {
-        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd => plan_move(&instr, regs)?,
-        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => plan_fill(&instr, regs)?,
-        Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq => plan_copy(&instr, regs)?,
-        _ => return None,
+    let aligned_form = matches!(
+        instr.mnemonic(),
+        Mnemonic::Movaps
+            | Mnemonic::Movapd
+            | Mnemonic::Movdqa
+            | Mnemonic::Movntps
+            | Mnemonic::Movntpd
+            | Mnemonic::Movntdq
+            | Mnemonic::Vmovaps
+            | Mnemonic::Vmovapd
+            | Mnemonic::Vmovdqa
+            | Mnemonic::Vmovntps
+            | Mnemonic::Vmovntpd
+            | Mnemonic::Vmovntdq
+    );
+    if aligned_form && addr % size as u64 != 0 {
+        return None;
+    }
+    // Without the registers the plan only decides whether the store can be carried out.
+    let bytes = match vectors {
+        Some(vectors) => vectors.bytes(instr.op1_register().number(), size),
+        None => vec![0; size],
     };
-    Some(Plan { emulation, len: instr.len() as u64 })
+    Some(Emulation::Store { addr, bytes })
 }
 
 fn plan_move(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
@@ -207,7 +319,7 @@ impl Plan {
             Emulation::Fill { first, element, count, value, descending, .. } => {
                 let lowest = if *descending { first.wrapping_sub((count - 1) * element) } else { *first };
                 let pattern = &value.to_le_bytes()[..*element as usize];
-                Some((lowest, pattern.iter().copied().cycle().take((element * count) as usize).collect()))
+                Some((lowest, pattern.repeat(*count as usize)))
             }
             Emulation::Copy { destination, .. } => Some((*destination, read.to_vec())),
         }
@@ -387,5 +499,59 @@ mod tests {
         // rep stosb with rcx = 0 does nothing and needs no plan
         regs.rcx = 0;
         assert_eq!(plan(&[0xf3, 0xaa], &regs), None);
+    }
+
+    fn vectors() -> VectorRegisters {
+        let mut zmm = vec![[0u64; 8]; 32];
+        for (index, register) in zmm.iter_mut().enumerate() {
+            for (word, value) in register.iter_mut().enumerate() {
+                *value = 0x0101_0101_0101_0101 * (index as u64 * 8 + word as u64 + 1);
+            }
+        }
+        VectorRegisters { zmm, k: [0; 8] }
+    }
+
+    fn stored(code: &[u8], regs: &Registers) -> Planned {
+        plan_access(code, regs, Some(&vectors()))
+    }
+
+    #[test]
+    fn vector_stores_write_register_bytes() {
+        let regs = regs();
+        let expect = |index: usize, size: usize| Emulation::Store { addr: RDI, bytes: vectors().bytes(index, size) };
+        let emulation = |planned: Planned| match planned {
+            Planned::Ready(plan) => Some(plan.emulation),
+            Planned::NeedsVectorRegisters(_) | Planned::Step => None,
+        };
+        // movups [rdi], xmm1
+        assert_eq!(emulation(stored(&[0x0f, 0x11, 0x0f], &regs)), Some(expect(1, 16)));
+        // vmovdqu [rdi], ymm2
+        assert_eq!(emulation(stored(&[0xc5, 0xfe, 0x7f, 0x17], &regs)), Some(expect(2, 32)));
+        // movq [rdi], xmm3
+        assert_eq!(emulation(stored(&[0x66, 0x0f, 0xd6, 0x1f], &regs)), Some(expect(3, 8)));
+        // movaps [rdi], xmm0 at a 16-byte aligned address
+        assert_eq!(emulation(stored(&[0x0f, 0x29, 0x07], &regs)), Some(expect(0, 16)));
+    }
+
+    #[test]
+    fn vector_store_asks_for_registers() {
+        // movups [rdi], xmm1
+        let planned = plan_access(&[0x0f, 0x11, 0x0f], &regs(), None);
+        assert_eq!(planned, Planned::NeedsVectorRegisters(Access { addr: RDI, size: 16, kind: AccessKind::Write }));
+        assert_eq!(plan(&[0x0f, 0x11, 0x0f], &regs()), None);
+    }
+
+    #[test]
+    fn vector_forms_left_to_stepping() {
+        let mut misaligned = regs();
+        misaligned.rdi = RDI + 8;
+        // movaps [rdi], xmm0 at an address that is not 16-byte aligned raises #GP when run
+        assert_eq!(stored(&[0x0f, 0x29, 0x07], &misaligned), Planned::Step);
+        // movhps [rdi], xmm0 stores the upper half
+        assert_eq!(stored(&[0x0f, 0x17, 0x07], &regs()), Planned::Step);
+        // vmovdqu32 [rdi]{k1}, zmm0 is masked
+        assert_eq!(stored(&[0x62, 0xf1, 0x7e, 0x49, 0x7f, 0x07], &regs()), Planned::Step);
+        // movups xmm0, [rdi] is a load
+        assert_eq!(stored(&[0x0f, 0x10, 0x07], &regs()), Planned::Step);
     }
 }
