@@ -22,6 +22,9 @@ mod floor;
 #[path = "per_access/lackey.rs"]
 mod lackey;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[path = "per_access/probes.rs"]
+mod probes;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 #[path = "per_access/report.rs"]
 mod report;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -35,6 +35,9 @@ pub struct Measurement {
     pub log_bytes_per_event: f64,
     /// The mean time of a valgrind run's calls when natively run (lackey only).
     pub native_ns_per_call: f64,
+    /// The supervisor's resident memory in KiB after the first call and after the last
+    /// (ffitrace methods only; 0 when `/proc` could not tell).
+    pub supervisor_rss_kib: (u64, u64),
     /// The reason the measurement failed, if it did.
     pub error: Option<String>,
 }
@@ -86,6 +89,7 @@ fn measure(method: Method, workload: Workload, size: usize, target: Duration) ->
     // ones, probably because glibc's temporary buffer from malloc moved.
     let mut accesses = Vec::new();
     let mut log_bytes_per_event = 0.0;
+    let mut supervisor_rss_kib = (0, 0);
     let timing = time_calls(target, || {
         setup.prepare();
         let start = Instant::now();
@@ -99,6 +103,11 @@ fn measure(method: Method, workload: Workload, size: usize, target: Duration) ->
         let count = trace.accesses.len();
         accesses.push(count);
         log_bytes_per_event = trace.accesses.allocated_bytes() as f64 / count.max(1) as f64;
+        let rss = supervisor_rss();
+        if accesses.len() == 1 {
+            supervisor_rss_kib.0 = rss;
+        }
+        supervisor_rss_kib.1 = rss;
         Ok(elapsed)
     })?;
     setup.check()?;
@@ -108,8 +117,18 @@ fn measure(method: Method, workload: Workload, size: usize, target: Duration) ->
         accesses_per_call: accesses.iter().sum::<usize>() as f64 / accesses.len().max(1) as f64,
         access_bytes: std::mem::size_of::<ffitrace::Access>(),
         log_bytes_per_event,
+        supervisor_rss_kib,
         ..Measurement::default()
     })
+}
+
+/// Returns the resident memory of this process's parent, the ffitrace supervisor, in KiB.
+fn supervisor_rss() -> u64 {
+    // SAFETY: getppid has no preconditions.
+    let supervisor = unsafe { libc::getppid() };
+    let status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap_or_default();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap_or_default();
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).unwrap_or(0)
 }
 
 fn untraced(library: &Library, workload: Workload, size: usize, target: Duration) -> Result<Measurement, String> {

@@ -15,7 +15,7 @@ use crate::Method;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Placement {
+pub enum Placement {
     /// The scheduler places the tracer and the traced process.
     Unpinned,
     /// Every process of the measurement runs on CPU 0.
@@ -155,7 +155,7 @@ pub fn run_all(quick: bool) -> Result<(), String> {
         load_average()
     );
     if !quick {
-        context = format!("{context}\n{}", probe_log_size(target));
+        context = format!("{context}\n{}", crate::probes::describe_memory(target));
     }
     print_report(&samples, &placements, &selected, &methods, rounds, quick, &failures, &context);
     if quick {
@@ -169,23 +169,6 @@ pub fn run_all(quick: bool) -> Result<(), String> {
     }
 }
 
-/// Events in the call that probes the size of a large access log: more than the 65 536
-/// elements that serde preallocates for a received `Vec<Access>`.
-const PROBE_EVENTS: usize = 600_000;
-
-/// Traces one memset of `PROBE_EVENTS` bytes (one event per byte) with the default options and
-/// describes how many bytes the received access log takes per event.
-fn probe_log_size(target: Duration) -> String {
-    match run_child(Method::Default, Workload::Memset, PROBE_EVENTS, target, Placement::Unpinned) {
-        Ok(Measurement { error: None, accesses_per_call, log_bytes_per_event, .. }) => format!(
-            "access log of one {accesses_per_call:.0}-event default call (memset) as received: \
-             {log_bytes_per_event:.1} bytes per event (Vec capacity x {} bytes / length)",
-            std::mem::size_of::<ffitrace::Access>()
-        ),
-        Ok(Measurement { error: Some(error), .. }) | Err(error) => format!("access log probe failed: {error}"),
-    }
-}
-
 /// Returns the first field of /proc/loadavg: the load average over one minute.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -195,7 +178,7 @@ fn load_average() -> String {
 }
 
 /// Runs one measurement in a new process of this binary and returns what it printed.
-fn run_child(
+pub fn run_child(
     method: Method,
     workload: Workload,
     size: usize,

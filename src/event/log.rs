@@ -3,13 +3,12 @@
 //!
 //! A log contains single accesses and runs. A run is a pattern of one or two accesses repeated
 //! with a fixed stride (`rep stosb` writes one byte per element, `rep movsb` reads one and
-//! writes one). The supervisor records a `rep` block it carries out as one run, and the log
-//! folds accesses that arrive one at a time into a run once they repeat a pattern five times
-//! (five accesses of a one-access pattern, three iterations of a two-access one), so a stepped
-//! `rep` block or a loop is stored the same way. Iterating the log yields every access in the
-//! order the instructions made them, so readers that want single accesses never see runs.
-//! Readers that mark byte ranges can walk [`AccessLog::entries`] and handle a whole run at
-//! once.
+//! writes one). The supervisor records a `rep` block it carries out as one run. The log also
+//! folds accesses that arrive one at a time into a run: five accesses that repeat a one-access
+//! pattern, or three iterations of a two-access pattern. So a stepped `rep` block or a loop is
+//! stored the same way. Iterating the log yields every access in the order the instructions
+//! made them, so readers that want single accesses never see runs. Readers that mark byte
+//! ranges can walk [`AccessLog::entries`] and handle a whole run at once.
 
 use std::fmt;
 

@@ -1,10 +1,10 @@
 //! Plans for carrying out the commonest memory instructions in the supervisor instead of
-//! single-stepping them: general-register loads and stores, SSE and AVX vector stores, and
-//! `stos`/`movs` with or without `rep`. Such an instruction costs one ptrace stop instead of
-//! two or four.
+//! single-stepping them: general-register loads and stores, SSE, AVX and unmasked AVX-512
+//! vector stores, and `stos`/`movs` with or without `rep`. Such an instruction costs one
+//! ptrace stop instead of two or four.
 //!
 //! A plan names the memory to read, the bytes to write and the registers afterwards; it never
-//! touches a process. Everything else (flags, vector loads, atomics, masked and AVX-512 forms,
+//! touches a process. Everything else (flags, vector loads, atomics, masked AVX-512 forms,
 //! other instructions) is left to single-stepping: [`plan_access`] returns
 //! [`Planned::Step`].
 
@@ -62,7 +62,7 @@ pub struct Plan {
     pub len: u64,
 }
 
-/// What the supervisor can do with a faulting instruction.
+/// The supervisor's choice for a faulting instruction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Planned {
     /// Carry it out with this plan.
@@ -111,17 +111,19 @@ pub fn plan_access(code: &[u8], regs: &Registers, vectors: Option<&VectorRegiste
     }
 }
 
-/// Returns true for a store of a whole XMM or YMM register, or of its low element, that
-/// writes memory unconditionally: the SSE and VEX moves of full registers, the non-temporal
-/// stores, and `movd`/`movq`/`movss`/`movsd` to memory. EVEX (AVX-512) forms are stepped,
-/// because they can be masked.
+/// Returns true for a store of a whole XMM, YMM or ZMM register, or of its low element, that
+/// writes memory unconditionally: the SSE, VEX and EVEX moves of full registers, the
+/// non-temporal stores, and `movd`/`movq`/`movss`/`movsd` to memory. EVEX forms with an
+/// opmask are stepped, because the mask decides which elements are written.
 fn is_vector_store(instr: &Instruction) -> bool {
+    let source = instr.op1_register();
     let store_form = instr.op_count() == 2
         && instr.op0_kind() == OpKind::Memory
         && instr.op1_kind() == OpKind::Register
-        && (instr.op1_register().is_xmm() || instr.op1_register().is_ymm());
+        && (source.is_xmm() || source.is_ymm() || source.is_zmm());
+    let unmasked = instr.encoding() != EncodingKind::EVEX || instr.op_mask() == Register::None;
     store_form
-        && instr.encoding() != EncodingKind::EVEX
+        && unmasked
         && matches!(
             instr.mnemonic(),
             Mnemonic::Movups
@@ -143,6 +145,12 @@ fn is_vector_store(instr: &Instruction) -> bool {
                 | Mnemonic::Vmovapd
                 | Mnemonic::Vmovdqu
                 | Mnemonic::Vmovdqa
+                | Mnemonic::Vmovdqu8
+                | Mnemonic::Vmovdqu16
+                | Mnemonic::Vmovdqu32
+                | Mnemonic::Vmovdqu64
+                | Mnemonic::Vmovdqa32
+                | Mnemonic::Vmovdqa64
                 | Mnemonic::Vmovntps
                 | Mnemonic::Vmovntpd
                 | Mnemonic::Vmovntdq
@@ -174,6 +182,8 @@ fn plan_vector_store(instr: &Instruction, regs: &Registers, vectors: Option<&Vec
             | Mnemonic::Vmovaps
             | Mnemonic::Vmovapd
             | Mnemonic::Vmovdqa
+            | Mnemonic::Vmovdqa32
+            | Mnemonic::Vmovdqa64
             | Mnemonic::Vmovntps
             | Mnemonic::Vmovntpd
             | Mnemonic::Vmovntdq
@@ -531,6 +541,8 @@ mod tests {
         assert_eq!(emulation(stored(&[0x66, 0x0f, 0xd6, 0x1f], &regs)), Some(expect(3, 8)));
         // movaps [rdi], xmm0 at a 16-byte aligned address
         assert_eq!(emulation(stored(&[0x0f, 0x29, 0x07], &regs)), Some(expect(0, 16)));
+        // vmovdqu64 [rdi], zmm16 (EVEX, no opmask)
+        assert_eq!(emulation(stored(&[0x62, 0xe1, 0xfe, 0x48, 0x7f, 0x07], &regs)), Some(expect(16, 64)));
     }
 
     #[test]
@@ -551,6 +563,8 @@ mod tests {
         assert_eq!(stored(&[0x0f, 0x17, 0x07], &regs()), Planned::Step);
         // vmovdqu32 [rdi]{k1}, zmm0 is masked
         assert_eq!(stored(&[0x62, 0xf1, 0x7e, 0x49, 0x7f, 0x07], &regs()), Planned::Step);
+        // vmovdqa64 [rdi+0x40], zmm0 needs 64-byte alignment, and rdi is 8 bytes past it
+        assert_eq!(stored(&[0x62, 0xf1, 0xfd, 0x48, 0x7f, 0x47, 0x01], &misaligned), Planned::Step);
         // movups xmm0, [rdi] is a load
         assert_eq!(stored(&[0x0f, 0x10, 0x07], &regs()), Planned::Step);
     }
