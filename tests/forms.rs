@@ -16,6 +16,7 @@ use serde_json::Value;
 const SCALAR: &str = "forms_scalar";
 const STRING: &str = "forms_string";
 const VECTOR: &str = "forms_vector";
+const AVX512: &str = "forms_avx512";
 const UNSUPPORTED: &str = "forms_unsupported";
 
 /// One access line: kind, buffer, offset, size and, for a write, whether it is certain.
@@ -52,19 +53,21 @@ fn fixture(name: &str) -> String {
         let dir =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("forms-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for (source, extra) in [
-            (SCALAR, None),
-            (STRING, None),
-            (VECTOR, Some("-mavx2")),
-            (UNSUPPORTED, None),
-        ] {
+        let libraries: [(&str, &[&str]); 5] = [
+            (SCALAR, &[]),
+            (STRING, &[]),
+            (VECTOR, &["-mavx2"]),
+            (AVX512, &["-mavx512f", "-mavx512bw", "-mavx512vl"]),
+            (UNSUPPORTED, &[]),
+        ];
+        for (source, flags) in libraries {
             let c_file = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/fixtures")
                 .join(format!("{source}.c"));
             let library = dir.join(format!("{source}.so"));
             let status = Command::new("gcc")
                 .args(["-O2", "-shared", "-fPIC"])
-                .args(extra)
+                .args(flags)
                 .arg("-o")
                 .arg(&library)
                 .arg(&c_file)
@@ -960,4 +963,247 @@ fn xsave_unsupported_but_call_completes() {
     // XSAVE ran: MXCSR, saved with the SSE state, has Linux's initial value.
     assert_eq!(call.bytes(0)[24..28], 0x1f80u32.to_le_bytes());
     assert_eq!(call.returned, Some(0x600d));
+}
+
+/// Returns true when this CPU has the AVX-512 subsets `forms_avx512.c` is built for, and
+/// otherwise prints that the test is skipped.
+fn has_avx512() -> bool {
+    cpu_has(
+        "AVX-512 (F, BW and VL)",
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl"),
+    )
+}
+
+/// Returns the 64 bytes that `forms_avx512.c` loads into its registers, 0x80 to 0xbf.
+fn zmm_pattern() -> Vec<u8> {
+    (0x80..0xc0).collect()
+}
+
+/// Returns the dwords of `memory` as `u32`s, for messages that show which element differs.
+fn dwords(memory: &[u8]) -> Vec<u32> {
+    memory
+        .chunks_exact(4)
+        .map(|dword| u32::from_le_bytes(dword.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn zmm_store_is_one_write() {
+    if !has_avx512() {
+        return;
+    }
+    let before = counting(96);
+    let call = traced(AVX512, "forms_avx512_store", &[&buffer(&before)]);
+    assert_eq!(call.accesses, [write(0, 0, 64)]);
+    let mut after = before.clone();
+    put(&mut after, 0, &zmm_pattern());
+    assert_eq!(call.bytes(0), after);
+    assert_eq!(call.returned, Some(0));
+}
+
+#[test]
+fn zmm_load_then_store_copies() {
+    if !has_avx512() {
+        return;
+    }
+    let before = counting(160);
+    let call = traced(AVX512, "forms_avx512_copy", &[&buffer(&before)]);
+    assert_eq!(call.accesses, [read(0, 0, 64), write(0, 67, 64)]);
+    let mut after = before.clone();
+    put(&mut after, 67, &before[0..64]);
+    assert_eq!(call.bytes(0), after);
+    assert_eq!(call.returned, Some(0));
+}
+
+#[test]
+fn opmask_store_writes_enabled_runs() {
+    if !has_avx512() {
+        return;
+    }
+    let before = counting(64);
+    let pattern = zmm_pattern();
+    // The decoder reports each run of adjacent enabled dwords as one write, lowest address
+    // first. A mask of zero enables no dword, so nothing is written or reported.
+    let cases: [(u16, Vec<Access>); 5] = [
+        (
+            0b1010_0000_1111_0001,
+            vec![
+                write(0, 0, 4),
+                write(0, 16, 16),
+                write(0, 52, 4),
+                write(0, 60, 4),
+            ],
+        ),
+        (
+            0b0101_0101_0101_0101,
+            (0..8).map(|i| write(0, 8 * i, 4)).collect(),
+        ),
+        (0b1000_0000_0000_0001, vec![write(0, 0, 4), write(0, 60, 4)]),
+        (0xffff, vec![write(0, 0, 64)]),
+        (0, vec![]),
+    ];
+    for (mask, expected) in cases {
+        let call = traced(
+            AVX512,
+            "forms_avx512_masked_store",
+            &[&buffer(&before), &format!("{mask:#x}")],
+        );
+        assert_eq!(call.accesses, expected, "mask {mask:#018b}");
+
+        // Only the enabled dwords take the pattern's bytes. The others keep their contents.
+        let mut after = before.clone();
+        for element in (0..16).filter(|element| mask >> element & 1 != 0) {
+            put(
+                &mut after,
+                4 * element,
+                &pattern[4 * element..4 * element + 4],
+            );
+        }
+        assert_eq!(dwords(call.bytes(0)), dwords(&after), "mask {mask:#018b}");
+        assert_eq!(call.returned, Some(u64::from(mask)), "mask {mask:#018b}");
+    }
+}
+
+#[test]
+fn zero_masking_load_reads_enabled_runs() {
+    if !has_avx512() {
+        return;
+    }
+    let before = counting(128);
+    // Each case ends with the unmasked 64-byte store of the loaded register @64.
+    let cases: [(u16, Vec<Access>); 3] = [
+        (
+            0b0110_0000_1000_0111,
+            vec![
+                read(0, 0, 12),
+                read(0, 28, 4),
+                read(0, 52, 8),
+                write(0, 64, 64),
+            ],
+        ),
+        (
+            0b1010_1010_1010_1010,
+            (0..8)
+                .map(|i| read(0, 8 * i + 4, 4))
+                .chain([write(0, 64, 64)])
+                .collect(),
+        ),
+        (0, vec![write(0, 64, 64)]),
+    ];
+    for (mask, expected) in cases {
+        let call = traced(
+            AVX512,
+            "forms_avx512_masked_load",
+            &[&buffer(&before), &format!("{mask:#x}")],
+        );
+        assert_eq!(call.accesses, expected, "mask {mask:#018b}");
+
+        // Enabled dwords are loaded, and zero masking clears the others.
+        let mut after = before.clone();
+        put(&mut after, 64, &[0; 64]);
+        for element in (0..16).filter(|element| mask >> element & 1 != 0) {
+            put(
+                &mut after,
+                64 + 4 * element,
+                &before[4 * element..4 * element + 4],
+            );
+        }
+        assert_eq!(dwords(call.bytes(0)), dwords(&after), "mask {mask:#018b}");
+        assert_eq!(call.returned, Some(u64::from(mask)), "mask {mask:#018b}");
+    }
+}
+
+#[test]
+fn evex_gather_reads_enabled_elements_in_order() {
+    if !has_avx512() {
+        return;
+    }
+    let table: Vec<u32> = (0..16).map(|i| 0x200 + i).collect();
+    let mut before: Vec<u8> = table.iter().flat_map(|dword| dword.to_le_bytes()).collect();
+    before.resize(128, 0);
+
+    let call = traced(AVX512, "forms_avx512_gather", &[&buffer(&before)]);
+    // Elements 0, 1, 4, 6, 7, 9, 10, 12, 13 and 15 are enabled, and their indices are 15, 3,
+    // 12, 1, 10, 14, 2, 6, 11 and 13. Each is one read, in element order.
+    assert_eq!(
+        call.accesses,
+        [
+            read(0, 60, 4),
+            read(0, 12, 4),
+            read(0, 48, 4),
+            read(0, 4, 4),
+            read(0, 40, 4),
+            read(0, 56, 4),
+            read(0, 8, 4),
+            read(0, 24, 4),
+            read(0, 44, 4),
+            read(0, 52, 4),
+            write(0, 64, 64),
+        ]
+    );
+    let index = [15, 3, 8, 0, 12, 7, 1, 10, 5, 14, 2, 9, 6, 11, 4, 13];
+    let mask = 0b1011_0110_1101_0011u16;
+    let gathered: Vec<u32> = (0..16)
+        .map(|element| {
+            if mask >> element & 1 != 0 {
+                table[index[element]]
+            } else {
+                0
+            }
+        })
+        .collect();
+    assert_eq!(dwords(&call.bytes(0)[64..]), gathered);
+    assert_eq!(call.bytes(0)[..64], before[..64]);
+    // A gather clears each mask bit as it loads the element, so k1 ends as zero.
+    assert_eq!(call.returned, Some(0));
+}
+
+#[test]
+fn aligned_zmm_and_ymm16_moves() {
+    if !has_avx512() {
+        return;
+    }
+    let before = counting(192);
+    let call = traced(AVX512, "forms_avx512_aligned", &[&buffer(&before)]);
+    // VMOVDQA64 raises #GP on an address that is not 64-byte aligned.
+    assert_eq!(call.buffers[0].0 % 64, 0);
+    assert_eq!(
+        call.accesses,
+        [write(0, 64, 64), read(0, 128, 64), write(0, 0, 32)]
+    );
+    let pattern = zmm_pattern();
+    let mut after = before.clone();
+    put(&mut after, 64, &pattern);
+    put(&mut after, 0, &pattern[16..48]);
+    assert_eq!(call.bytes(0), after);
+    // The low dword of the aligned load @128 is bytes 128 to 131 of the counting pattern.
+    assert_eq!(call.returned, Some(0x8382_8180));
+}
+
+#[test]
+fn zmm_access_across_page_boundary() {
+    if !has_avx512() {
+        return;
+    }
+    let before = counting(128);
+    let call = traced(
+        AVX512,
+        "forms_avx512_straddle",
+        &[&format!("buf:128@4032={}", hex(&before))],
+    );
+    // 4032 + 64 is 4096, so the page boundary falls at offset 64.
+    assert_eq!((call.buffers[0].0 + 64) % 4096, 0);
+    // The masked store enables dwords 8 to 15 of the operand @40, the 32 bytes @72, which
+    // lie wholly on the second page.
+    assert_eq!(
+        call.accesses,
+        [read(0, 8, 64), write(0, 40, 64), write(0, 72, 32)]
+    );
+    let mut after = before.clone();
+    put(&mut after, 40, &before[8..72]);
+    put(&mut after, 72, &zmm_pattern()[32..64]);
+    assert_eq!(call.bytes(0), after);
+    assert_eq!(call.returned, Some(0));
 }
