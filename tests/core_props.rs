@@ -483,6 +483,7 @@ fn action_task(action: &Action) -> Option<i32> {
         | Action::WriteMemory { tid, .. }
         | Action::ZeroWords { tid, .. }
         | Action::SetKeyRights { tid, .. }
+        | Action::SetVectorRegister { tid, .. }
         | Action::Step { tid, .. }
         | Action::QueueSignal { tid, .. }
         | Action::Continue { tid, .. }

@@ -92,6 +92,7 @@ const MOV_RAX_FROM_RDI: &[u8] = &[0x48, 0x8b, 0x07];
 const MOVSB: &[u8] = &[0xa4];
 const REP_STOSB: &[u8] = &[0xf3, 0xaa];
 const MOVUPS_XMM2_TO_RDI: &[u8] = &[0x0f, 0x11, 0x17];
+const VMOVDQU_YMM1_FROM_RDI: &[u8] = &[0xc5, 0xfe, 0x6f, 0x0f];
 /// A byte-masked store to [rdi] whose mask lives in an MMX register the decoder does not
 /// read, so the store is only a possible write.
 const MASKMOVQ: &[u8] = &[0x0f, 0xf7, 0xc1];
@@ -1055,6 +1056,21 @@ fn emulated_vector_store_reads_registers() {
         "core_emulated_vector_store",
         "movups [rdi], xmm2 on a traced page: the core reads the vector registers, writes the \
          16 bytes of xmm2, moves rip past the instruction and continues, with one recorded write",
+    );
+}
+
+#[test]
+fn emulated_vector_load_sets_register() {
+    let mut script = Script::new(MPROTECT);
+    script.start_with(&[pages(PAGE_A, 1)], true);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x40, PAGE_A + 0x40, VMOVDQU_YMM1_FROM_RDI));
+    script.feed(ExecEvent::Memory { tid: CHILD_PID, bytes: Some((0x01..=0x20).collect()) });
+    script.end();
+    script.assert_snapshot(
+        "core_emulated_vector_load",
+        "vmovdqu ymm1, [rdi] on a traced page under mprotect: the core reads the 32 bytes, \
+         sets the low 64 bytes of register 1 to them followed by zeros (VEX zeroes the upper \
+         part), moves rip past the instruction and continues, with one recorded read",
     );
 }
 

@@ -1207,3 +1207,20 @@ fn zmm_access_across_page_boundary() {
     assert_eq!(call.bytes(0), after);
     assert_eq!(call.returned, Some(0));
 }
+
+#[test]
+fn vex_load_zeroes_upper_bytes() {
+    if !has_avx512() {
+        return;
+    }
+    let before = counting(192);
+    let call = traced(AVX512, "forms_avx512_upper_bytes", &[&buffer(&before)]);
+    assert_eq!(call.accesses, [read(0, 0, 16), read(0, 0, 16), write(0, 64, 64), write(0, 128, 64)]);
+    let mut zeroed = before[0..16].to_vec();
+    zeroed.resize(64, 0x00);
+    let mut kept = before[0..16].to_vec();
+    kept.resize(64, 0xff);
+    assert_eq!(call.bytes(0)[64..128], zeroed[..]);
+    assert_eq!(call.bytes(0)[128..192], kept[..]);
+    assert_eq!(call.bytes(0)[0..64], before[0..64]);
+}

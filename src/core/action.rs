@@ -21,6 +21,9 @@ pub enum Action {
     /// Write `count` zero words at `addr` one `PTRACE_POKEDATA` at a time (the benchmarks'
     /// comparison protocol only).
     ZeroWords { tid: i32, addr: u64, count: u32 },
+    /// Overwrite the low `bytes.len()` bytes (at most 64) of the stopped thread's vector
+    /// register `register` (`xmm`/`ymm`/`zmmN`), keeping the bytes above.
+    SetVectorRegister { tid: i32, register: u8, bytes: Vec<u8> },
     /// Set the stopped thread's PKRU rights for protection key `key`.
     SetKeyRights { tid: i32, key: u32, rights: KeyRights },
     /// Resume the stopped thread for one instruction, delivering `signal` if given.

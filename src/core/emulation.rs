@@ -80,6 +80,9 @@ fn finish(call: &mut Call, regs: &Registers, tid: i32, plan: &EmulationPlan, rea
     if let Some((addr, bytes)) = plan.write_request(read) {
         actions.push(Action::WriteMemory { tid, addr, bytes });
     }
+    if let Some((register, bytes)) = plan.vector_register_write(read) {
+        actions.push(Action::SetVectorRegister { tid, register: register as u8, bytes });
+    }
     actions.push(Action::SetRegisters { tid, regs: plan.registers_after(regs, read) });
     actions.push(Action::Continue { tid, signal: None });
     actions

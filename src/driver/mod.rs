@@ -94,6 +94,9 @@ impl Driver {
             Action::WriteMemory { tid, addr, bytes } => self.write_memory(tid, addr, &bytes),
             Action::ZeroWords { tid, addr, count } => ptrace::zero_words(tid, addr, count),
             Action::SetKeyRights { tid, key, rights } => xstate::set_key_rights(tid, &self.xsave_layout, key, rights),
+            Action::SetVectorRegister { tid, register, bytes } => {
+                xstate::set_vector_register(tid, &self.xsave_layout, usize::from(register), &bytes)
+            }
             Action::Step { tid, signal } => ptrace::resume(tid, ptrace::Resume::Step, signal.as_ref()),
             Action::Continue { tid, signal } => ptrace::resume(tid, ptrace::Resume::Continue, signal.as_ref()),
             Action::ContinueToSyscall { tid, signal } => {

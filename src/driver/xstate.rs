@@ -76,6 +76,55 @@ pub(super) fn with_key_rights(pkru: u32, key: u32, rights: KeyRights) -> u32 {
     (pkru & !(0b11 << shift)) | (bits << shift)
 }
 
+/// Overwrites the low `bytes.len()` bytes of vector register `index` of the thread.
+pub(super) fn set_vector_register(tid: i32, layout: &XsaveLayout, index: usize, bytes: &[u8]) -> Result<(), String> {
+    let mut area = read_area(tid)?;
+    with_vector_register(&mut area, layout, index, bytes)?;
+    write_area(tid, &mut area)
+}
+
+/// Writes `bytes` over the low bytes of vector register `index` in an XSAVE area and marks the
+/// components it touched as in use. Bytes that fall in a component this CPU lacks must be
+/// zero, because such a register part does not exist.
+pub(super) fn with_vector_register(area: &mut [u8], layout: &XsaveLayout, index: usize, bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() > 64 || index >= 32 {
+        return Err(format!("no {}-byte part of vector register {index}", bytes.len()))
+    }
+    // (first byte of the register, component number, offset of this register's part there)
+    let parts: [(usize, u32, Option<usize>); 3] = if index < 16 {
+        [
+            (0, 1, Some(XMM_OFFSET + index * 16)),
+            (16, 2, layout.ymm_high.map(|base| base + index * 16)),
+            (32, 6, layout.zmm_high.map(|base| base + index * 32)),
+        ]
+    } else {
+        let high = layout.zmm16.map(|base| base + (index - 16) * 64);
+        [(0, 7, high), (16, 7, high.map(|offset| offset + 16)), (32, 7, high.map(|offset| offset + 32))]
+    };
+    let mut xstate_bv = area
+        .get(XSTATE_BV_OFFSET..XSTATE_BV_OFFSET + 8)
+        .and_then(|header| header.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or("the XSAVE area ends before its header")?;
+    for (part, (start, component, offset)) in parts.iter().enumerate() {
+        let end = if part == 0 { 16 } else { start * 2 };
+        let Some(piece) = bytes.get(*start..end.min(bytes.len())).filter(|piece| !piece.is_empty()) else { continue };
+        let Some(offset) = offset else {
+            if piece.iter().all(|&byte| byte == 0) {
+                continue;
+            }
+            return Err(format!("this CPU has no XSAVE component {component} for vector register {index}"));
+        };
+        let target = area
+            .get_mut(*offset..*offset + piece.len())
+            .ok_or_else(|| format!("the XSAVE area ends before component {component}"))?;
+        target.copy_from_slice(piece);
+        xstate_bv |= 1 << component;
+    }
+    area[XSTATE_BV_OFFSET..XSTATE_BV_OFFSET + 8].copy_from_slice(&xstate_bv.to_le_bytes());
+    Ok(())
+}
+
 fn read_area(tid: i32) -> Result<Vec<u8>, String> {
     let mut area = vec![0u8; XSAVE_BUFFER_LEN];
     let mut iov = libc::iovec { iov_base: area.as_mut_ptr().cast(), iov_len: area.len() };
@@ -191,6 +240,51 @@ mod tests {
 
         assert_eq!(registers.zmm[0][2], 0);
         assert_eq!(registers.k[0], 0);
+    }
+
+    #[test]
+    fn vector_register_write_places_parts() {
+        let mut area = vec![0u8; 2688];
+        put(&mut area, XSTATE_BV_OFFSET, 0b11);
+        let bytes: Vec<u8> = (1..=64).collect();
+
+        with_vector_register(&mut area, &LAYOUT, 3, &bytes).expect("all components exist");
+        let registers = parse_xsave(&area, &LAYOUT);
+        let expected: Vec<u64> =
+            bytes.chunks(8).map(|word| u64::from_le_bytes(word.try_into().expect("8 bytes"))).collect();
+        assert_eq!(registers.zmm[3].to_vec(), expected);
+        assert_eq!(registers.zmm[2], [0; 8]);
+
+        with_vector_register(&mut area, &LAYOUT, 17, &bytes[..32]).expect("all components exist");
+        let registers = parse_xsave(&area, &LAYOUT);
+        assert_eq!(registers.zmm[17].to_vec()[..4], expected[..4]);
+        assert_eq!(registers.zmm[17].to_vec()[4..], [0; 4]);
+        let xstate_bv = u64::from_le_bytes(area[XSTATE_BV_OFFSET..XSTATE_BV_OFFSET + 8].try_into().expect("8 bytes"));
+        assert_eq!(xstate_bv, 0b1100_0111);
+    }
+
+    #[test]
+    fn vector_register_write_keeps_upper_bytes() {
+        let mut area = vec![0u8; 2688];
+        put(&mut area, XSTATE_BV_OFFSET, 0b110);
+        put(&mut area, 576 + 16 * 5, 0x7777);
+        with_vector_register(&mut area, &LAYOUT, 5, &[0xaa; 16]).expect("the XMM part exists");
+        let registers = parse_xsave(&area, &LAYOUT);
+        assert_eq!(registers.zmm[5][..3], [0xaaaa_aaaa_aaaa_aaaa, 0xaaaa_aaaa_aaaa_aaaa, 0x7777]);
+    }
+
+    #[test]
+    fn vector_register_write_without_avx512() {
+        let layout = XsaveLayout { zmm_high: None, zmm16: None, opmask: None, ..LAYOUT };
+        let mut area = vec![0u8; 1088];
+        put(&mut area, XSTATE_BV_OFFSET, 0b111);
+        let mut bytes = vec![0x11u8; 32];
+        bytes.resize(64, 0);
+        with_vector_register(&mut area, &layout, 1, &bytes).expect("zeros above YMM need no component");
+        assert_eq!(parse_xsave(&area, &layout).zmm[1][..4], [0x1111_1111_1111_1111; 4]);
+        bytes[40] = 1;
+        assert!(with_vector_register(&mut area, &layout, 1, &bytes).is_err());
+        assert!(with_vector_register(&mut area, &layout, 16, &[1; 16]).is_err());
     }
 
     #[test]

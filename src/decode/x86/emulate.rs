@@ -1,12 +1,12 @@
 //! Plans for carrying out the commonest memory instructions in the supervisor instead of
 //! single-stepping them: general-register loads and stores, SSE, AVX and unmasked AVX-512
-//! vector stores, and `stos`/`movs` with or without `rep`. Such an instruction costs one
-//! ptrace stop instead of two or four.
+//! vector loads and stores, and `stos`/`movs` with or without `rep`. Such an instruction
+//! costs one ptrace stop instead of two or four.
 //!
 //! A plan names the memory to read, the bytes to write and the registers afterwards; it never
-//! touches a process. Everything else (flags, vector loads, atomics, masked AVX-512 forms,
-//! other instructions) is left to single-stepping: [`plan_access`] returns
-//! [`Planned::Step`].
+//! touches a process. Everything else (flags, arithmetic with a memory operand, atomics,
+//! masked AVX-512 forms, other instructions) is left to single-stepping: [`plan_access`]
+//! returns [`Planned::Step`].
 
 use iced_x86::{Decoder, DecoderOptions, EncodingKind, Instruction, Mnemonic, OpKind, Register};
 
@@ -32,6 +32,10 @@ pub enum Emulation {
     Fill { first: u64, element: u64, count: u64, value: u64, descending: bool, repeated: bool },
     /// `rep movs` upwards over `count` elements that do not overlap.
     Copy { source: u64, destination: u64, element: u64, count: u64 },
+    /// Load `size` bytes at `addr` into vector register `register` (`xmm`/`ymm`/`zmmN`). Its
+    /// low `rewritten` bytes become the loaded bytes followed by zeros, and the bytes above
+    /// keep their value.
+    VectorLoad { addr: u64, size: usize, register: usize, rewritten: usize },
 }
 
 /// A general-purpose register, or part of one, that a load writes.
@@ -90,6 +94,9 @@ pub fn plan_access(code: &[u8], regs: &Registers, vectors: Option<&VectorRegiste
     let instr = decoder.decode();
     if instr.is_invalid() || instr.has_lock_prefix() || instr.has_xacquire_prefix() || instr.has_xrelease_prefix() {
         return Planned::Step;
+    }
+    if let Some(emulation) = plan_vector_load(&instr, regs) {
+        return Planned::Ready(Plan { emulation, len: instr.len() as u64 });
     }
     if is_vector_store(&instr) {
         let Some(emulation) = plan_vector_store(&instr, regs, vectors) else { return Planned::Step };
@@ -159,6 +166,66 @@ fn is_vector_store(instr: &Instruction) -> bool {
                 | Mnemonic::Vmovss
                 | Mnemonic::Vmovsd
         )
+}
+
+/// Plans a load of a whole XMM, YMM or ZMM register, or of its low element, from memory: the
+/// same moves as [`is_vector_store`] in the other direction, plus `movntdqa` and `lddqu`.
+/// Legacy SSE forms rewrite the low 16 bytes of the register and keep the rest. VEX and EVEX
+/// forms zero every byte above the loaded ones, up to the 64 bytes of a ZMM register.
+fn plan_vector_load(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
+    let target = instr.op0_register();
+    let load_form = instr.op_count() == 2
+        && instr.op0_kind() == OpKind::Register
+        && instr.op1_kind() == OpKind::Memory
+        && (target.is_xmm() || target.is_ymm() || target.is_zmm());
+    let unmasked = instr.encoding() != EncodingKind::EVEX || instr.op_mask() == Register::None;
+    if !load_form || !unmasked || instr.is_broadcast() {
+        return None;
+    }
+    let aligned = match instr.mnemonic() {
+        Mnemonic::Movaps
+        | Mnemonic::Movapd
+        | Mnemonic::Movdqa
+        | Mnemonic::Movntdqa
+        | Mnemonic::Vmovaps
+        | Mnemonic::Vmovapd
+        | Mnemonic::Vmovdqa
+        | Mnemonic::Vmovdqa32
+        | Mnemonic::Vmovdqa64
+        | Mnemonic::Vmovntdqa => true,
+        Mnemonic::Movups
+        | Mnemonic::Movupd
+        | Mnemonic::Movdqu
+        | Mnemonic::Lddqu
+        | Mnemonic::Movd
+        | Mnemonic::Movq
+        | Mnemonic::Movss
+        | Mnemonic::Movsd
+        | Mnemonic::Vmovups
+        | Mnemonic::Vmovupd
+        | Mnemonic::Vmovdqu
+        | Mnemonic::Vmovdqu8
+        | Mnemonic::Vmovdqu16
+        | Mnemonic::Vmovdqu32
+        | Mnemonic::Vmovdqu64
+        | Mnemonic::Vlddqu
+        | Mnemonic::Vmovd
+        | Mnemonic::Vmovq
+        | Mnemonic::Vmovss
+        | Mnemonic::Vmovsd => false,
+        _ => return None,
+    };
+    let next_ip = instr.next_ip();
+    let addr = instr.virtual_address(1, 0, |reg, _, _| register_value(regs, reg, next_ip))?;
+    let size = instr.memory_size().size();
+    if size == 0 || size > target.size() || (aligned && addr % size as u64 != 0) {
+        return None;
+    }
+    let rewritten = match instr.encoding() {
+        EncodingKind::Legacy => 16,
+        _ => 64,
+    };
+    Some(Emulation::VectorLoad { addr, size, register: target.number(), rewritten })
 }
 
 /// Plans a vector store: the low `size` bytes of the source register at the effective
@@ -295,7 +362,9 @@ impl Plan {
     /// element for string forms, a single iteration for loads and stores.
     pub fn accesses(&self) -> AccessRun {
         let (pattern, count, stride) = match &self.emulation {
-            Emulation::Load { addr, size, .. } => ([access(*addr, *size as u64, AccessKind::Read), NO_ACCESS], 1, 0),
+            Emulation::Load { addr, size, .. } | Emulation::VectorLoad { addr, size, .. } => {
+                ([access(*addr, *size as u64, AccessKind::Read), NO_ACCESS], 1, 0)
+            }
             Emulation::Store { addr, bytes } => ([access(*addr, bytes.len() as u64, AccessKind::Write), NO_ACCESS], 1, 0),
             Emulation::Fill { first, element, count, descending, .. } => {
                 let stride = if *descending { -(*element as i64) } else { *element as i64 };
@@ -315,7 +384,7 @@ impl Plan {
     /// length).
     pub fn read_request(&self) -> Option<(u64, usize)> {
         match &self.emulation {
-            Emulation::Load { addr, size, .. } => Some((*addr, *size)),
+            Emulation::Load { addr, size, .. } | Emulation::VectorLoad { addr, size, .. } => Some((*addr, *size)),
             Emulation::Copy { source, element, count, .. } => Some((*source, (element * count) as usize)),
             Emulation::Store { .. } | Emulation::Fill { .. } => None,
         }
@@ -324,7 +393,7 @@ impl Plan {
     /// Returns the bytes to write into the process, given what [`Plan::read_request`] read.
     pub fn write_request(&self, read: &[u8]) -> Option<(u64, Vec<u8>)> {
         match &self.emulation {
-            Emulation::Load { .. } => None,
+            Emulation::Load { .. } | Emulation::VectorLoad { .. } => None,
             Emulation::Store { addr, bytes } => Some((*addr, bytes.clone())),
             Emulation::Fill { first, element, count, value, descending, .. } => {
                 let lowest = if *descending { first.wrapping_sub((count - 1) * element) } else { *first };
@@ -333,6 +402,15 @@ impl Plan {
             }
             Emulation::Copy { destination, .. } => Some((*destination, read.to_vec())),
         }
+    }
+
+    /// Returns the vector register the instruction writes and its new low bytes, given what
+    /// [`Plan::read_request`] read: the loaded bytes followed by zeros.
+    pub fn vector_register_write(&self, read: &[u8]) -> Option<(usize, Vec<u8>)> {
+        let Emulation::VectorLoad { register, rewritten, .. } = &self.emulation else { return None };
+        let mut bytes = read.to_vec();
+        bytes.resize((*rewritten).max(read.len()), 0);
+        Some((*register, bytes))
     }
 
     /// Returns the registers after the instruction, given what [`Plan::read_request`] read.
@@ -350,7 +428,7 @@ impl Plan {
                 };
                 write_register(&mut after, *target, value);
             }
-            Emulation::Store { .. } => {}
+            Emulation::Store { .. } | Emulation::VectorLoad { .. } => {}
             Emulation::Fill { element, count, descending, repeated, .. } => {
                 after.rdi = step(regs.rdi, element * count, *descending);
                 if *repeated {
@@ -498,8 +576,8 @@ mod tests {
         assert_eq!(plan(&[0xf0, 0x01, 0x07], &regs), None);
         // add [rdi], eax
         assert_eq!(plan(&[0x01, 0x07], &regs), None);
-        // movups xmm0, [rdi]
-        assert_eq!(plan(&[0x0f, 0x10, 0x07], &regs), None);
+        // addps xmm0, [rdi]
+        assert_eq!(plan(&[0x0f, 0x58, 0x07], &regs), None);
         // rep movsb with overlapping blocks
         regs.rsi = RDI + 1;
         regs.rcx = 4;
@@ -546,6 +624,51 @@ mod tests {
     }
 
     #[test]
+    fn vector_loads_rewrite_low_bytes() {
+        let load = |code: &[u8]| match plan_access(code, &regs(), None) {
+            Planned::Ready(plan) => Some(plan.emulation),
+            Planned::NeedsVectorRegisters(_) | Planned::Step => None,
+        };
+        let vector_load = |size, register, rewritten| Some(Emulation::VectorLoad { addr: RDI, size, register, rewritten });
+        // movups xmm1, [rdi]: legacy SSE keeps the bytes above 16
+        assert_eq!(load(&[0x0f, 0x10, 0x0f]), vector_load(16, 1, 16));
+        // movq xmm3, [rdi]: zero-extends to 16 bytes
+        assert_eq!(load(&[0xf3, 0x0f, 0x7e, 0x1f]), vector_load(8, 3, 16));
+        // vmovdqu ymm2, [rdi]: VEX zeroes every byte above the 32 loaded
+        assert_eq!(load(&[0xc5, 0xfe, 0x6f, 0x17]), vector_load(32, 2, 64));
+        // vmovdqu64 zmm16, [rsi] with rsi = rdi
+        let mut regs = regs();
+        regs.rsi = RDI;
+        let planned = plan_access(&[0x62, 0xe1, 0xfe, 0x48, 0x6f, 0x06], &regs, None);
+        let Planned::Ready(plan) = planned else { panic!("an unmasked zmm load has a plan: {planned:?}") };
+        assert_eq!(plan.emulation, Emulation::VectorLoad { addr: RDI, size: 64, register: 16, rewritten: 64 });
+        assert_eq!(plan.read_request(), Some((RDI, 64)));
+        assert_eq!(plan.vector_register_write(&[7; 64]), Some((16, vec![7; 64])));
+        assert_eq!(plan.registers_after(&regs, &[7; 64]).rip, RIP + 6);
+
+        let plan = plan_for(&[0xf3, 0x0f, 0x7e, 0x1f], &self::regs());
+        let mut expected = vec![9u8; 8];
+        expected.resize(16, 0);
+        assert_eq!(plan.vector_register_write(&[9; 8]), Some((3, expected)));
+    }
+
+    #[test]
+    fn vector_loads_left_to_stepping() {
+        let mut misaligned = regs();
+        misaligned.rdi = RDI + 8;
+        // movaps xmm0, [rdi] at an address that is not 16-byte aligned
+        assert_eq!(plan_access(&[0x0f, 0x28, 0x07], &misaligned, None), Planned::Step);
+        // vmovdqu32 zmm0{k1}, [rdi] merges under a mask
+        assert_eq!(plan_access(&[0x62, 0xf1, 0x7e, 0x49, 0x6f, 0x07], &regs(), None), Planned::Step);
+        // movhps xmm0, [rdi] loads the upper half
+        assert_eq!(plan_access(&[0x0f, 0x16, 0x07], &regs(), None), Planned::Step);
+        // vbroadcastss ymm0, [rdi]
+        assert_eq!(plan_access(&[0xc4, 0xe2, 0x7d, 0x18, 0x07], &regs(), None), Planned::Step);
+        // paddd xmm0, [rdi] computes with the loaded value
+        assert_eq!(plan_access(&[0x66, 0x0f, 0xfe, 0x07], &regs(), None), Planned::Step);
+    }
+
+    #[test]
     fn vector_store_asks_for_registers() {
         // movups [rdi], xmm1
         let planned = plan_access(&[0x0f, 0x11, 0x0f], &regs(), None);
@@ -565,7 +688,7 @@ mod tests {
         assert_eq!(stored(&[0x62, 0xf1, 0x7e, 0x49, 0x7f, 0x07], &regs()), Planned::Step);
         // vmovdqa64 [rdi+0x40], zmm0 needs 64-byte alignment, and rdi is 8 bytes past it
         assert_eq!(stored(&[0x62, 0xf1, 0xfd, 0x48, 0x7f, 0x47, 0x01], &misaligned), Planned::Step);
-        // movups xmm0, [rdi] is a load
-        assert_eq!(stored(&[0x0f, 0x10, 0x07], &regs()), Planned::Step);
+        // movups xmm0, [rdi] is a load, planned without the registers
+        assert!(matches!(stored(&[0x0f, 0x10, 0x07], &regs()), Planned::Ready(Plan { emulation: Emulation::VectorLoad { .. }, .. })));
     }
 }
