@@ -157,6 +157,11 @@ fn die_with_parent(parent_pid: i32) -> Result<(), InitError> {
 
 /// Returns `Ok(())` when calls are traced, or the reason they run untraced.
 pub fn tracing_status() -> Result<(), String> {
+    // A traced call holds the status lock until it returns, and it only runs traced when
+    // tracing is on.
+    if IN_CALL.with(Cell::get) {
+        return Ok(());
+    }
     match &*STATUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) {
         Status::On(_) => Ok(()),
         Status::Off(reason) => Err(reason.clone()),
@@ -172,7 +177,13 @@ pub fn page_size() -> usize {
 }
 
 /// Makes the supervisor exit with `code` when the program exits with status 0.
+///
+/// Inside a traced call (from the closure of [`trace_call`]) it returns
+/// [`TraceError::Nested`]: set the code before or after the call.
 pub fn set_exit_code(code: i32) -> Result<(), TraceError> {
+    if IN_CALL.with(Cell::get) {
+        return Err(TraceError::Nested);
+    }
     let guard = STATUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     match &*guard {
         Status::On(channel) => channel.request(ChildMessage::SetExitCode(code)).map(|_| ()),
@@ -183,13 +194,21 @@ pub fn set_exit_code(code: i32) -> Result<(), TraceError> {
 
 /// Runs `call` with `pages` traced and returns its value with the accesses it made to them.
 ///
-/// Every range must be page-aligned, mapped, readable and writable, and no two may overlap;
-/// otherwise nothing is protected, `call` does not run and the error names the wrong range.
-/// The pages are made `PROT_NONE` for the duration of `call` and `PROT_READ | PROT_WRITE`
-/// afterwards. When tracing is off, `call` runs untraced and the outcome says why.
+/// Every range must be page-aligned and mapped, and no two may overlap. Otherwise nothing is
+/// protected, `call` does not run and the error names the wrong range. The ranges should be
+/// readable and writable, because the pages are made inaccessible for the duration of `call`
+/// and `PROT_READ | PROT_WRITE` afterwards, whatever their protection was before.
+/// When tracing is off, `call` runs untraced and the outcome says why.
 ///
-/// Only the calling thread is traced: an access to the pages from another thread during the
-/// call is a fault the supervisor reports as a crash.
+/// Accesses by every thread of the program during `call` are traced. Traced calls run one
+/// at a time: a `trace_call` from another thread waits until the running one returns, so a
+/// closure must not wait for another thread's traced call. Between protecting the pages and
+/// the start of tracing, and between the end of tracing and reopening them, another thread
+/// that touches the pages faults: keep other threads off the pages around a call.
+///
+/// If `call` panics, the call is ended, its pages are reopened and the panic resumes.
+// NOTE: the protection is not checked, because that would mean reading /proc/self/maps, a
+// text of every mapping, on every call. A read-only or PROT_NONE range comes back read-write.
 pub fn trace_call<R>(pages: &[PageRange], call: impl FnOnce() -> R) -> Result<Traced<R>, TraceError> {
     let page_size = page_size() as u64;
     let set = PageSet::new(pages, page_size)?;
@@ -199,9 +218,15 @@ pub fn trace_call<R>(pages: &[PageRange], call: impl FnOnce() -> R) -> Result<Tr
     if IN_CALL.with(|flag| flag.replace(true)) {
         return Err(TraceError::Nested);
     }
-    let result = run_traced(&set, page_size, call);
-    IN_CALL.with(|flag| flag.set(false));
-    result
+    /// Clears the in-call flag however `run_traced` ends, a panic included.
+    struct InCall;
+    impl Drop for InCall {
+        fn drop(&mut self) {
+            IN_CALL.with(|flag| flag.set(false));
+        }
+    }
+    let _in_call = InCall;
+    run_traced(&set, page_size, call)
 }
 
 fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Result<Traced<R>, TraceError> {
@@ -241,7 +266,7 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
         return Err(error);
     }
 
-    let value = call();
+    let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
 
     let outcome = match channel.end_call(tid, reply_pending) {
         Ok(SupervisorMessage::Trace(mut trace)) => {
@@ -254,9 +279,33 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
         Ok(other) => TraceOutcome::Lost(TraceError::Ipc(format!("expected the trace, received {other:?}"))),
         Err(error) => TraceOutcome::Lost(error),
     };
-    protect(set, protection, Protect::Open)?;
+    // The call has run: its value and trace are returned even when a range cannot be
+    // reopened, for example because the native code unmapped it.
+    reopen(set, protection);
     fault_signals.undo_kernel_changes();
-    Ok(Traced { value, outcome })
+    match value {
+        Ok(value) => Ok(Traced { value, outcome }),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Makes every traced page accessible again after a call, page by page where a whole run
+/// fails. Pages the native code unmapped or remapped meanwhile are skipped.
+fn reopen(set: &PageSet, protection: Protection) {
+    for run in set.runs() {
+        if protect_run(run, protection, Protect::Open).is_ok() {
+            continue;
+        }
+        let page_size = page_size() as u64;
+        let mut start = run.start;
+        while start < run.end() {
+            let page = PageRange { start, len: page_size };
+            if let Err(error) = protect_run(&page, protection, Protect::Open) {
+                tracing::debug!(addr = start, %error, "a traced page could not be reopened");
+            }
+            start += page_size;
+        }
+    }
 }
 
 /// The calling thread's disposition and mask of the signals tracing raises (SIGSEGV for each
@@ -417,25 +466,27 @@ enum Protect {
 }
 
 fn protect(set: &PageSet, protection: Protection, how: Protect) -> Result<(), TraceError> {
+    set.runs().iter().try_for_each(|run| protect_run(run, protection, how))
+}
+
+fn protect_run(run: &PageRange, protection: Protection, how: Protect) -> Result<(), TraceError> {
     let read_write = libc::PROT_READ | libc::PROT_WRITE;
-    for run in set.runs() {
-        let (start, len) = (run.start as *mut libc::c_void, run.len as usize);
-        // SAFETY: the runs were checked to be mapped; changing their protection is the point.
-        let result = unsafe {
-            match (protection, how) {
-                (Protection::Mprotect { .. }, Protect::Close) => libc::mprotect(start, len, libc::PROT_NONE),
-                (Protection::Mprotect { .. }, Protect::Open) => libc::mprotect(start, len, read_write),
-                (Protection::ProtectionKey { key }, Protect::Close) => {
-                    libc::syscall(libc::SYS_pkey_mprotect, start, len, read_write, key as libc::c_long) as libc::c_int
-                }
-                (Protection::ProtectionKey { .. }, Protect::Open) => {
-                    libc::syscall(libc::SYS_pkey_mprotect, start, len, read_write, 0 as libc::c_long) as libc::c_int
-                }
+    let (start, len) = (run.start as *mut libc::c_void, run.len as usize);
+    // SAFETY: the runs were checked to be mapped; changing their protection is the point.
+    let result = unsafe {
+        match (protection, how) {
+            (Protection::Mprotect { .. }, Protect::Close) => libc::mprotect(start, len, libc::PROT_NONE),
+            (Protection::Mprotect { .. }, Protect::Open) => libc::mprotect(start, len, read_write),
+            (Protection::ProtectionKey { key }, Protect::Close) => {
+                libc::syscall(libc::SYS_pkey_mprotect, start, len, read_write, key as libc::c_long) as libc::c_int
             }
-        };
-        if result != 0 {
-            return Err(TraceError::Os { call: "mprotect", errno: std::io::Error::last_os_error() });
+            (Protection::ProtectionKey { .. }, Protect::Open) => {
+                libc::syscall(libc::SYS_pkey_mprotect, start, len, read_write, 0 as libc::c_long) as libc::c_int
+            }
         }
+    };
+    if result != 0 {
+        return Err(TraceError::Os { call: "mprotect", errno: std::io::Error::last_os_error() });
     }
     Ok(())
 }

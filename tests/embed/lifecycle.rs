@@ -66,6 +66,61 @@ pub fn nested_call_rejected(_: &Fixtures) -> TestResult {
     }
 }
 
+pub fn status_calls_inside_call_return(_: &Fixtures) -> TestResult {
+    let pages = Pages::new(1);
+    let ((status, exit_code), _) = trace(&[&pages], || (ffitrace::tracing_status(), ffitrace::set_exit_code(5)))?;
+    expect_eq("tracing_status", status, Ok(()))?;
+    match exit_code {
+        Err(TraceError::Nested) => Ok(()),
+        other => Err(format!("expected Nested from set_exit_code, got {other:?}")),
+    }
+}
+
+pub fn panic_in_call_ends_it(_: &Fixtures) -> TestResult {
+    let pages = Pages::new(1);
+    let range = pages.range();
+    let base = pages.base;
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(|| {
+        let _ = ffitrace::trace_call(&[range], || {
+            unsafe { base.write(7) };
+            panic!("native callback failed");
+        });
+    });
+    std::panic::set_hook(previous_hook);
+    expect_eq("panic resumed", outcome.is_err(), true)?;
+    // The pages are open again and the next call is traced normally.
+    expect_eq("byte written before the panic", unsafe { base.read() }, 7)?;
+    unsafe { base.write(1) };
+    let (_, trace) = trace(&[&pages], || unsafe { base.add(8).write_volatile(2) })?;
+    let writes: Vec<(u64, u32)> =
+        trace.accesses.iter().map(|access| (access.addr - base as u64, access.size)).collect();
+    expect_eq("accesses after the panic", writes, vec![(8, 1)])
+}
+
+pub fn unmapped_during_call_keeps_trace(_: &Fixtures) -> TestResult {
+    let kept = Pages::new(1);
+    let dropped = Pages::new(1);
+    let (kept_base, dropped_base, dropped_len) = (kept.base, dropped.base, dropped.len);
+    let ranges = [kept.range(), dropped.range()];
+    let traced = ffitrace::trace_call(&ranges, || unsafe {
+        kept_base.write_volatile(3);
+        libc::munmap(dropped_base.cast(), dropped_len)
+    })
+    .map_err(|error| format!("trace_call failed after the call ran: {error}"))?;
+    std::mem::forget(dropped);
+    expect_eq("munmap result", traced.value, 0)?;
+    let TraceOutcome::Traced(trace) = traced.outcome else {
+        return Err(format!("call not traced: {:?}", traced.outcome));
+    };
+    let names: Vec<&str> = trace.system_calls.iter().map(|call| call.name.as_str()).collect();
+    expect_eq("system calls", names, vec!["munmap"])?;
+    expect_eq("accesses", trace.accesses.len(), 1)?;
+    // The page that is still mapped was reopened.
+    expect_eq("kept page", unsafe { kept_base.read_volatile() }, 3)
+}
+
 pub fn exit_code_forwarded(_: &Fixtures) -> TestResult {
     let output = run_mode_process("exit-code")?;
     expect_eq("exit status", output.status.code(), Some(23))

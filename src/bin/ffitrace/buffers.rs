@@ -17,11 +17,12 @@ impl Buffer {
         self.addr.wrapping_add_signed(offset)
     }
 
-    /// Reads the buffer's bytes in this process, where its pages are readable.
-    pub fn contents(&self) -> Vec<u8> {
-        // SAFETY: `allocate` mapped these bytes readable and nothing unmaps them; traced calls
-        // restore the protection before returning.
-        unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.size as usize) }.to_vec()
+    /// Reads the buffer's bytes in this process, or returns `None` when the native code
+    /// unmapped them. Reads go through `/proc/self/mem`, so a missing page is an error
+    /// instead of a crash.
+    pub fn contents(&self) -> Option<Vec<u8>> {
+        let view = ffitrace::ProcessView { pid: std::process::id() as i32 };
+        view.read_memory(self.addr, self.size as usize)
     }
 }
 
@@ -127,7 +128,7 @@ mod tests {
         let mut expected = vec![0xaa];
         expected.extend_from_slice(&(buffers[1].addr - 2).to_le_bytes());
         expected.push(0);
-        assert_eq!(buffers[0].contents(), expected);
+        assert_eq!(buffers[0].contents(), Some(expected));
         assert_eq!(registers(&plan.values, &buffers), [buffers[1].addr + 3, 9, 0, 0, 0, 0]);
 
         assert_eq!(locate(&buffers, buffers[1].addr + 5), Some((1, 5)));

@@ -126,7 +126,7 @@ fn call_and_report(
         }
     };
 
-    let contents = buffers.iter().map(|buffer| Some(buffer.contents())).collect();
+    let contents = buffers.iter().map(Buffer::contents).collect();
     let findings = Findings { buffers, accesses: &trace.accesses, contents, returned: Some(value) };
     match output::print(&mut std::io::stdout().lock(), style, &findings) {
         // The reader closed the pipe (`| head`): it has all it wants, as with other tools.
