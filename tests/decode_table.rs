@@ -209,7 +209,8 @@ const ROWS: &[Row] = &[
     // Masked forms that do not need them. MASKMOVQ's mask is in an MMX register, which the
     // decoder is never given, so the store may write any of its eight bytes.
     Row("maskmovq mm0, mm1", "0ff7c1", &[], Accesses(&[(RDI, 8, P)])),
-    Row("vaddps zmm0{k1}, zmm1, zmmword ptr [rdi] (the whole operand)", "62f174495807", &[], Accesses(&[(RDI, 64, R)])),
+    Row("vaddps zmm0{k1}, zmm1, zmmword ptr [rdi] (enabled elements only)", "62f174495807", &[], NeedsVectors),
+    Row("vpermd zmm0{k1}, zmm1, zmmword ptr [rdi] (a permute reads the whole operand)", "62f275493607", &[], Accesses(&[(RDI, 64, R)])),
     Row("vmovups zmm0, zmmword ptr [rdi] (no opmask)", "62f17c481007", &[], Accesses(&[(RDI, 64, R)])),
     Row("vgatherpf0dps [rdi+zmm1*4]{k1} (a prefetch)", "62f27d49c60c8f", &[], Accesses(&[])),
 

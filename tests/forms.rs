@@ -1224,3 +1224,18 @@ fn vex_load_zeroes_upper_bytes() {
     assert_eq!(call.bytes(0)[128..192], kept[..]);
     assert_eq!(call.bytes(0)[0..64], before[0..64]);
 }
+
+#[test]
+fn opmask_arithmetic_reads_enabled_elements() {
+    if !has_avx512() {
+        return;
+    }
+    let mut before = vec![0u8; 64];
+    before[1] = 9;
+    before[4] = 9;
+    let call = traced(AVX512, "forms_avx512_masked_arithmetic", &[&buffer(&before)]);
+    assert_eq!(call.accesses, [read(0, 0, 6), read(0, 0, 8), read(0, 60, 4)]);
+    // Bytes 1 and 4 differ from zero: the not-equal compare sets their bits.
+    assert_eq!(call.returned, Some(0b1_0010));
+    assert_eq!(call.bytes(0), before);
+}

@@ -23,9 +23,12 @@
 //! ones written. A scatter writes elements whose addresses overlap in element order (Intel
 //! SDM, VPSCATTERDD), which is the order reported.
 //!
-//! Other AVX-512 instructions with a memory operand under an opmask (arithmetic, compares,
-//! permutes, inserts, broadcasts) are left to iced's model, which reports the whole operand.
-//! Some of them read every element whatever the mask, so no per-element rule fits them all.
+//! AVX-512 compares, tests and element-wise arithmetic under an opmask whose memory elements
+//! are the size of their result elements are masked the same way: the CPU suppresses faults
+//! on the masked-out elements (Intel SDM, exception types E2 and E4), so it does not read
+//! them. Other AVX-512 instructions with a memory operand under an opmask (permutes,
+//! shuffles, inserts, broadcasts, widening arithmetic) are left to iced's model, which
+//! reports the whole operand. Some of them read every element whatever the mask.
 
 use iced_x86::{EncodingKind, Instruction, Mnemonic, OpAccess, OpKind, Register, UsedMemory};
 
@@ -314,6 +317,29 @@ fn is_elementwise(mnemonic: Mnemonic) -> bool {
             | Vextracti64x4
             | Vcvtps2ph
             | Vcvtph2ps
+    ) || is_elementwise_arithmetic(mnemonic)
+}
+
+/// AVX-512 compares, tests and arithmetic whose memory element `i` is the source of result
+/// element `i`, so opmask bit `i` enables it.
+fn is_elementwise_arithmetic(mnemonic: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        mnemonic,
+        Vpcmpb | Vpcmpub | Vpcmpw | Vpcmpuw | Vpcmpd | Vpcmpud | Vpcmpq | Vpcmpuq
+            | Vpcmpeqb | Vpcmpeqw | Vpcmpeqd | Vpcmpeqq | Vpcmpgtb | Vpcmpgtw | Vpcmpgtd | Vpcmpgtq
+            | Vptestmb | Vptestmw | Vptestmd | Vptestmq | Vptestnmb | Vptestnmw | Vptestnmd | Vptestnmq
+            | Vcmpps | Vcmppd
+            | Vpaddb | Vpaddw | Vpaddd | Vpaddq | Vpsubb | Vpsubw | Vpsubd | Vpsubq
+            | Vpaddsb | Vpaddsw | Vpaddusb | Vpaddusw | Vpsubsb | Vpsubsw | Vpsubusb | Vpsubusw
+            | Vpandd | Vpandq | Vpandnd | Vpandnq | Vpord | Vporq | Vpxord | Vpxorq
+            | Vpminsb | Vpminsw | Vpminsd | Vpminsq | Vpminub | Vpminuw | Vpminud | Vpminuq
+            | Vpmaxsb | Vpmaxsw | Vpmaxsd | Vpmaxsq | Vpmaxub | Vpmaxuw | Vpmaxud | Vpmaxuq
+            | Vpabsb | Vpabsw | Vpabsd | Vpabsq | Vpavgb | Vpavgw | Vpmullw | Vpmulld | Vpmullq
+            | Vpsllvw | Vpsllvd | Vpsllvq | Vpsrlvw | Vpsrlvd | Vpsrlvq | Vpsravw | Vpsravd | Vpsravq
+            | Vpternlogd | Vpternlogq
+            | Vaddps | Vaddpd | Vsubps | Vsubpd | Vmulps | Vmulpd | Vdivps | Vdivpd
+            | Vminps | Vminpd | Vmaxps | Vmaxpd | Vsqrtps | Vsqrtpd
     )
 }
 
