@@ -242,7 +242,7 @@ fn text_report_shows_a_run_once() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines[0], "5 accesses:");
     assert!(lines[2].starts_with("     0  write        0        32       8  0x"), "{}", lines[2]);
-    assert_eq!(lines[3], "        ... the access above repeats 5 times in all, each time 8 bytes lower, to #4");
+    assert_eq!(lines[3], "        ... #0 repeats 5 times in all, each time 8 bytes lower, to #4");
     assert_eq!(lines[4], "");
     assert!(lines[6].ends_with(", 0 read, 40 written"), "{}", lines[6]);
 }

@@ -258,6 +258,14 @@ const ROWS: &[Row] = &[
     Row("vmovapd xmmword ptr [rdi]{k1}, xmm0", "62f1fd092907", &[],
         &[K(1, 0b10)],
         &[(RDI + 8, 8, W)]),
+
+    // AVX-512 compares and element-wise arithmetic under an opmask read enabled elements.
+    Row("vaddps zmm0{k1}, zmm1, zmmword ptr [rdi]", "62f174495807", &[],
+        &[K(1, 0x8003)],
+        &[(RDI, 8, R), (RDI + 60, 4, R)]),
+    Row("vpcmpub k1{k2}, zmm0, zmmword ptr [rdi], 4", "62f37d4a3e0f04", &[],
+        &[K(2, 0x3f)],
+        &[(RDI, 6, R)]),
     Row("vmovss xmm0{k1}, dword ptr [rdi]", "62f17e091007", &[],
         &[K(1, 1)],
         &[(RDI, 4, R)]),
@@ -317,7 +325,7 @@ const ROWS: &[Row] = &[
 #[rustfmt::skip]
 const INDEPENDENT: &[(&str, &str, Expected)] = &[
     ("maskmovq mm0, mm1 (MMX registers are not given)", "0ff7c1", &[(RDI, 8, P)]),
-    ("vaddps zmm0{k1}, zmm1, zmmword ptr [rdi]", "62f174495807", &[(RDI, 64, R)]),
+    ("vpermd zmm0{k1}, zmm1, zmmword ptr [rdi] (a permute reads every element)", "62f275493607", &[(RDI, 64, R)]),
     ("vaddps zmm0{k1}, zmm1, dword bcst [rdi]", "62f174595807", &[(RDI, 4, R)]),
     ("vinserti32x4 zmm0{k1}, zmm1, xmmword ptr [rdi], 0x1", "62f37549380701", &[(RDI, 16, R)]),
     ("vmovdqu8 zmm0, zmmword ptr [rdi] (no opmask)", "62f17f486f07", &[(RDI, 64, R)]),

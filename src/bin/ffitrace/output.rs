@@ -58,11 +58,20 @@ pub fn warn_unsupported(unsupported: &[UnsupportedInstruction]) {
     }
 }
 
-/// Tells on stderr which system calls named traced pages during the call.
+/// Tells on stderr which system calls named traced pages during the call. A call repeated
+/// with the same arguments from the same place is told once, with its count.
 pub fn warn_system_calls(system_calls: &[SystemCallOnTracedPages]) {
-    for call in system_calls {
+    for group in system_calls.chunk_by(|first, second| first == second) {
+        let call = &group[0];
         let args: Vec<String> = call.args.iter().map(|arg| format!("{arg:#x}")).collect();
-        eprintln!("ffitrace: the native code called {}({}) at {:#x}, which {}", call.name, args.join(", "), call.addr, call.effect);
+        let repeats = if group.len() > 1 { format!(" ({} times in a row)", group.len()) } else { String::new() };
+        eprintln!(
+            "ffitrace: the native code called {}({}) at {:#x}{repeats}, which {}",
+            call.name,
+            args.join(", "),
+            call.addr,
+            call.effect
+        );
     }
 }
 

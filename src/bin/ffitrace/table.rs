@@ -33,10 +33,15 @@ pub fn print_accesses(out: &mut impl Write, findings: &Findings) -> io::Result<(
                 }
                 let last = number + run.len() - 1;
                 let step = run.stride();
-                let direction = if step < 0 { "lower" } else { "higher" };
-                let rows = if run.pattern().len() == 1 { "the access above repeats" } else { "the accesses above repeat" };
-                let magnitude = byte_count(step.unsigned_abs());
-                writeln!(out, "{:>6}  ... {rows} {} times in all, each time {magnitude} {direction}, to #{last}", "", run.count())?;
+                let rows = match run.pattern().len() {
+                    1 => format!("#{number} repeats"),
+                    width => format!("#{number} to #{} repeat", number + width as u64 - 1),
+                };
+                let moves = match step {
+                    0 => "at the same address".to_string(),
+                    _ => format!("each time {} {}", byte_count(step.unsigned_abs()), if step < 0 { "lower" } else { "higher" }),
+                };
+                writeln!(out, "{:>6}  ... {rows} {} times in all, {moves}, to #{last}", "", run.count())?;
                 number = last + 1;
             }
         }
