@@ -288,6 +288,16 @@ fn null_write_crash_is_explained() {
 }
 
 #[test]
+fn non_canonical_store_is_a_protection_fault() {
+    let run = ffitrace(&["call", &fixture("crashes"), "store_int", "0x8000000000000000", "5", "buf:4", "--json"]);
+    assert_eq!(run.status, Some(128 + 11), "{}", run.stderr);
+    assert!(run.stderr.contains("SIGSEGV (a general-protection fault: a non-canonical address"), "{}", run.stderr);
+    assert!(!run.stderr.contains("null pointer"), "{}", run.stderr);
+    assert!(!run.stderr.contains(" at address 0x0"), "{}", run.stderr);
+    assert!(run.stderr.contains("the instruction was `mov [rdi], esi`"), "{}", run.stderr);
+}
+
+#[test]
 fn write_past_the_pages_crash_names_the_buffer() {
     let run = ffitrace(&["call", &fixture("crashes"), "poke", "buf:16=aa", "4100", "--json"]);
     assert_eq!(run.status, Some(128 + 11), "{}", run.stderr);

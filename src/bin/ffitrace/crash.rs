@@ -50,13 +50,17 @@ fn traced_count(trace: &CallTrace) -> String {
 /// the buffer nearest the address, and how much was traced.
 fn describe_crash(crash: &Crash, view: &ProcessView, buffers: &[Buffer], page_size: u64) -> String {
     let info = &crash.info;
-    let when = if crash.trace.is_some() { "during the traced call" } else { "outside the traced call" };
+    let when = match (&crash.trace, buffers.is_empty()) {
+        (Some(_), _) => "during the traced call",
+        (None, true) => "during the call, which had no buffer to trace",
+        (None, false) => "outside the traced call",
+    };
     let mut text = format!(
         "ffitrace: the process got {} ({}) {when}",
         signals::name(info.signo),
         signals::code_meaning(info.signo, info.code)
     );
-    if signals::has_data_address(info.signo) {
+    if signals::has_data_address(info.signo, info.code) {
         text += &format!(" at address {:#x}, {}", info.addr, near_buffer(info.addr, buffers, page_size));
     }
     let rip = crash.regs.rip;

@@ -30,7 +30,11 @@ pub fn code_meaning(signo: i32, code: i32) -> &'static str {
         (_, 0) => "sent by a process with kill",
         (_, -1) => "queued by a process",
         (_, -6) => "sent by a thread with tgkill, for example by abort",
-        (_, 0x80) => "raised by the kernel, for example for a non-canonical address",
+        (libc::SIGSEGV, KERNEL) => {
+            "a general-protection fault: a non-canonical address, a misaligned aligned access or a privileged instruction"
+        }
+        (libc::SIGTRAP, KERNEL) => "a breakpoint instruction (int3) just before the instruction pointer",
+        (_, KERNEL) => "raised by the kernel",
         (libc::SIGSEGV, 1) => "address not mapped",
         (libc::SIGSEGV, 2) => "no permission for the mapped address",
         (libc::SIGSEGV, 3) => "failed bounds check",
@@ -60,7 +64,11 @@ pub fn code_meaning(signo: i32, code: i32) -> &'static str {
     }
 }
 
-/// True for the signals whose `si_addr` is the faulting data address rather than code.
-pub fn has_data_address(signo: i32) -> bool {
-    signo == libc::SIGSEGV || signo == libc::SIGBUS
+/// `SI_KERNEL`: the kernel raised the signal without a fault address.
+const KERNEL: i32 = 0x80;
+
+/// True for the signals whose `si_addr` is the faulting data address rather than code. A
+/// general-protection fault (`SI_KERNEL`) carries no address.
+pub fn has_data_address(signo: i32, code: i32) -> bool {
+    (signo == libc::SIGSEGV || signo == libc::SIGBUS) && code != KERNEL
 }
