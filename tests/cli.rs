@@ -255,6 +255,15 @@ fn descending_rep_stos_in_order() {
 }
 
 #[test]
+fn native_output_stays_out_of_json() {
+    let run = ffitrace(&["call", "libc.so.6", "puts", "str:hello from C", "--json"]);
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    let lines = json_lines(&run.stdout);
+    assert_eq!(lines.last().map(|line| line["kind"].clone()), Some(Value::from("return")));
+    assert_eq!(run.stderr, "hello from C\n");
+}
+
+#[test]
 fn closed_pipe_ends_quietly() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;

@@ -156,7 +156,7 @@ fn print_trace(trace: Option<&CallTrace>, view: &ProcessView, buffers: &[Buffer]
     output::warn_system_calls(&trace.system_calls);
     let contents = buffers.iter().map(|buffer| view.read_memory(buffer.addr, buffer.size as usize)).collect();
     let findings = Findings { buffers, accesses: &trace.accesses, contents, returned: None };
-    match output::print(&mut std::io::stdout().lock(), style, &findings) {
+    match output::print(&mut output::report_writer(), style, &findings) {
         // The reader closed the pipe: it has all it wants.
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
         Err(error) => tracing::warn!(%error, "could not print the trace"),

@@ -76,6 +76,13 @@ fn run() -> i32 {
         },
         Err(_) => ffitrace::PageProtection::Auto,
     };
+    if call.json {
+        // JSON Lines on stdout must stay parseable whatever the native code prints.
+        if let Err(error) = output::keep_stdout_for_report() {
+            eprintln!("error: cannot set up standard output: {error}");
+            return EXIT_FAILURE;
+        }
+    }
     let report = crash::handler(buffers.clone(), style, page_size);
     let emulate_simple_accesses = std::env::var("FFITRACE_EMULATE").map_or(true, |value| value != "0");
     let options = ffitrace::Options { report, page_protection, emulate_simple_accesses, ..Default::default() };
@@ -129,7 +136,7 @@ fn call_and_report(
 
     let contents = buffers.iter().map(Buffer::contents).collect();
     let findings = Findings { buffers, accesses: &trace.accesses, contents, returned: Some(value) };
-    match output::print(&mut std::io::stdout().lock(), style, &findings) {
+    match output::print(&mut output::report_writer(), style, &findings) {
         // The reader closed the pipe (`| head`): it has all it wants, as with other tools.
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
         Err(error) => {

@@ -33,6 +33,58 @@ impl Findings<'_> {
     }
 }
 
+/// The descriptor the report is written to when the native code's standard output was moved
+/// out of its way.
+static REPORT_FD: std::sync::OnceLock<std::os::fd::RawFd> = std::sync::OnceLock::new();
+
+/// Keeps standard output for the report alone: the report goes to a copy of descriptor 1, and
+/// descriptor 1 becomes a copy of standard error, so whatever the native code prints goes to
+/// stderr. Call it before `ffitrace::init`, so the supervisor inherits both. Returns the
+/// `dup`/`dup2` error, if one failed; then nothing changed.
+pub fn keep_stdout_for_report() -> io::Result<()> {
+    io::stdout().flush()?;
+    // SAFETY: dup and dup2 take descriptor numbers; 1 and 2 are open in any process started
+    // normally, and a failure is returned before anything changed.
+    let saved = unsafe { libc::dup(1) };
+    if saved < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if unsafe { libc::dup2(2, 1) } < 0 {
+        let error = io::Error::last_os_error();
+        unsafe { libc::close(saved) };
+        return Err(error);
+    }
+    let _ = REPORT_FD.set(saved);
+    Ok(())
+}
+
+/// Returns a writer to where the report goes: the descriptor kept by
+/// [`keep_stdout_for_report`], or standard output.
+pub fn report_writer() -> Box<dyn Write> {
+    use std::os::fd::FromRawFd;
+    match REPORT_FD.get() {
+        // SAFETY: the descriptor stays open for the life of the process, and ManuallyDrop keeps
+        // this File from closing it.
+        Some(&fd) => Box::new(io::BufWriter::new(ReportFile(std::mem::ManuallyDrop::new(unsafe {
+            std::fs::File::from_raw_fd(fd)
+        })))),
+        None => Box::new(io::BufWriter::new(io::stdout().lock())),
+    }
+}
+
+/// A borrowed report descriptor.
+struct ReportFile(std::mem::ManuallyDrop<std::fs::File>);
+
+impl Write for ReportFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Prints `findings` to `out` in `style`.
 pub fn print(out: &mut impl Write, style: Style, findings: &Findings) -> io::Result<()> {
     match style {
