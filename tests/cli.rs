@@ -264,6 +264,34 @@ fn native_output_stays_out_of_json() {
 }
 
 #[test]
+fn sigterm_to_supervisor_reports_trace() {
+    use std::process::Stdio;
+
+    let child = Command::new(env!("CARGO_BIN_EXE_ffitrace"))
+        .args(["call", &fixture("crashes"), "spin_forever", "buf:8", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the supervisor has forked the traced program, then give the call time to run.
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&children).unwrap_or_default().trim().is_empty() {
+        assert!(started.elapsed().as_secs() < 10, "the traced program never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The process started is the supervisor: `timeout` and service managers signal it.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(128 + 15), "{stderr}");
+    assert!(stderr.contains("killed by SIGTERM before the call returned"), "{stderr}");
+    let lines = json_lines(&String::from_utf8_lossy(&output.stdout));
+    assert!(lines.iter().any(|line| line["kind"] == "write"), "no traced write before the signal");
+}
+
+#[test]
 fn closed_pipe_ends_quietly() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;

@@ -37,6 +37,7 @@ pub(crate) fn supervise(
     options: Options,
 ) -> ! {
     ignore_terminal_signals();
+    forward_termination_signals(pid);
     let xsave_layout = xstate::XsaveLayout::from_cpuid();
     let program_memory = std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")).ok();
     let mut driver = Driver { pid, to_child, from_child, options, xsave_layout, program_memory };
@@ -64,6 +65,37 @@ fn ignore_terminal_signals() {
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+}
+
+/// The traced program, for the signal handler that forwards signals to it.
+static PROGRAM: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Passes SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 sent to the supervisor on to the traced
+/// program. `timeout`, a service manager or the native code itself (with `getppid`) sends
+/// them to the supervisor, which is the process they see; forwarded, they end the program the
+/// way they would untraced, and the supervisor reports what was traced before exiting.
+fn forward_termination_signals(pid: i32) {
+    extern "C" fn forward(signal: libc::c_int) {
+        let program = PROGRAM.load(std::sync::atomic::Ordering::Relaxed);
+        if program > 0 {
+            // SAFETY: kill is async-signal-safe and takes two integers.
+            unsafe { libc::kill(program, signal) };
+        }
+    }
+    PROGRAM.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: the handler only calls kill, which is async-signal-safe; the sigaction
+        // structure is fully initialised before use.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                warn!(signal, error = %std::io::Error::last_os_error(), "cannot forward a signal to the program");
+            }
+        }
     }
 }
 
