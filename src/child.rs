@@ -401,7 +401,7 @@ impl Channel {
             ipc::TryRecvError::Empty => {
                 TraceError::Ipc(format!("no response from the supervisor within {:?}", self.timeout))
             }
-            ipc::TryRecvError::IpcError(error) => TraceError::Ipc(format!("{error:?}")),
+            ipc::TryRecvError::IpcError(error) => TraceError::Ipc(error.to_string()),
         })
     }
 }

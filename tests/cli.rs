@@ -335,6 +335,16 @@ fn non_canonical_store_is_a_protection_fault() {
 }
 
 #[test]
+fn stack_overflow_is_named() {
+    let run = ffitrace(&["call", &fixture("crashes"), "recurse_forever", "buf:8", "0", "--json"]);
+    assert_eq!(run.status, Some(128 + 11), "{}", run.stderr);
+    assert!(run.stderr.contains("SIGSEGV (address not mapped) during the traced call"), "{}", run.stderr);
+    assert!(run.stderr.contains("next to the stack pointer: a stack overflow"), "{}", run.stderr);
+    assert!(!run.stderr.contains("has overflowed its stack"), "{}", run.stderr);
+    assert!(json_lines(&run.stdout).iter().any(|line| line["kind"] == "read"));
+}
+
+#[test]
 fn write_past_the_pages_crash_names_the_buffer() {
     let run = ffitrace(&["call", &fixture("crashes"), "poke", "buf:16=aa", "4100", "--json"]);
     assert_eq!(run.status, Some(128 + 11), "{}", run.stderr);

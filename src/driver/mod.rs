@@ -205,7 +205,7 @@ impl Driver {
         match self.from_child.try_recv_timeout(timeout) {
             Ok(message) => ExecEvent::Message(message),
             Err(TryRecvError::Empty) => ExecEvent::MessageLost { reason: format!("timed out after {timeout:?}") },
-            Err(TryRecvError::IpcError(error)) => ExecEvent::MessageLost { reason: format!("{error:?}") },
+            Err(TryRecvError::IpcError(error)) => ExecEvent::MessageLost { reason: error.to_string() },
         }
     }
 }

@@ -45,10 +45,13 @@ Environment:
   FFITRACE_LOG   log filter for messages on stderr (default: warn), e.g. debug
   FFITRACE_PROTECTION
                  how traced pages fault: 'auto' (a protection key where the CPU
-                 has them, else mprotect; the default) or 'mprotect'
+                 has them, else mprotect; the default), 'mprotect', or
+                 'zeroed-stack' (the benchmarks' slow comparison protocol)
   FFITRACE_EMULATE
-                 '0' single-steps every access instead of carrying out simple loads,
-                 stores, stos and rep movs in the supervisor (same results, slower)
+                 '0' (or 'off', 'no', 'false') single-steps every access instead of
+                 carrying out simple loads and stores, stos and rep movs in the
+                 supervisor (same results, slower); '1', 'on', 'yes', 'true' or
+                 unset carries them out
   NO_COLOR       when set and non-empty, the byte map uses letters even on a terminal";
 
 /// Records which bytes of its buffers a native function reads and writes.

@@ -46,6 +46,10 @@ fn traced_count(trace: &CallTrace) -> String {
     format!("{count} {plural} traced before that (listed on stdout)")
 }
 
+/// Distance from the stack pointer within which a faulting address is taken to be on the
+/// stack: one large stack frame.
+const STACK_REACH: u64 = 64 * 1024;
+
 /// Writes one paragraph: the signal and its cause, the address, the instruction and where it lives,
 /// the buffer nearest the address, and how much was traced.
 fn describe_crash(crash: &Crash, view: &ProcessView, buffers: &[Buffer], page_size: u64) -> String {
@@ -61,7 +65,12 @@ fn describe_crash(crash: &Crash, view: &ProcessView, buffers: &[Buffer], page_si
         signals::code_meaning(info.signo, info.code)
     );
     if signals::has_data_address(info.signo, info.code) {
-        text += &format!(" at address {:#x}, {}", info.addr, near_buffer(info.addr, buffers, page_size));
+        let place = if info.addr.abs_diff(crash.regs.rsp) < STACK_REACH {
+            "next to the stack pointer: a stack overflow, if the stack's guard page was hit".to_string()
+        } else {
+            near_buffer(info.addr, buffers, page_size)
+        };
+        text += &format!(" at address {:#x}, {place}", info.addr);
     }
     let rip = crash.regs.rip;
     match &crash.instruction {

@@ -44,7 +44,8 @@ fn print_map(out: &mut impl Write, findings: &Findings, index: usize, color: boo
 
     let outside = outside_accesses(findings, index);
     if outside > 0 {
-        writeln!(out, "  {outside} access(es) reach past the buffer's bytes onto its pages; the table lists them")?;
+        let (noun, verb) = if outside == 1 { ("access", "reaches") } else { ("accesses", "reach") };
+        writeln!(out, "  {outside} {noun} {verb} past the buffer's bytes onto its pages; the table lists them")?;
     }
     let contents = findings.contents.get(index).and_then(|contents| contents.as_deref());
     if contents.is_none() {

@@ -84,7 +84,14 @@ fn run() -> i32 {
         }
     }
     let report = crash::handler(buffers.clone(), style, page_size);
-    let emulate_simple_accesses = std::env::var("FFITRACE_EMULATE").map_or(true, |value| value != "0");
+    let emulate_simple_accesses = match std::env::var("FFITRACE_EMULATE").as_deref() {
+        Err(_) | Ok("1" | "on" | "yes" | "true") => true,
+        Ok("0" | "off" | "no" | "false") => false,
+        Ok(other) => {
+            eprintln!("error: FFITRACE_EMULATE: '{other}' is not one of 0, off, no, false, 1, on, yes, true");
+            return EXIT_USAGE;
+        }
+    };
     let options = ffitrace::Options { report, page_protection, emulate_simple_accesses, ..Default::default() };
     // SAFETY: nothing in this program has started a thread yet.
     if let Err(error) = unsafe { ffitrace::init(options) } {
@@ -99,6 +106,14 @@ fn run() -> i32 {
         }
     };
     let registers = buffers::registers(&plan.values, &buffers);
+    // Rust's handler for SIGSEGV and SIGBUS reports any fault on a guard page as this
+    // program's own stack overflow and aborts. The native code's faults, a C stack overflow
+    // included, must reach the supervisor's crash report as what they are.
+    // SAFETY: restoring the default disposition installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+    }
     call_and_report(&call, function, registers, &buffers, style)
 }
 
