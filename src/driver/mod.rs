@@ -43,7 +43,8 @@ pub(crate) fn supervise(
     let mut driver = Driver { pid, to_child, from_child, options, xsave_layout, program_memory };
 
     if let Err(reason) = ptrace::seize(pid) {
-        warn!(pid, %reason, "ptrace unavailable, the program runs untraced");
+        // The program receives the reason in `InitError::PtraceDenied` and decides what to say.
+        debug!(pid, %reason, "ptrace unavailable, the program runs untraced");
         let _ = driver.to_child.send(SupervisorMessage::Attached(Err(reason)));
         std::process::exit(wait::wait_untraced(pid));
     }

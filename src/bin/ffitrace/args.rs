@@ -142,12 +142,12 @@ fn parse_buf(
         Some((size, start)) => (size, Some(start)),
         None => (layout, None),
     };
-    let size = parse_unsigned(size).ok_or_else(|| format!("buffer size '{size}' is not a number"))?;
+    let size = parse_u64(size).ok_or_else(|| format!("buffer size '{size}' is not a number"))?;
     if size > MAX_BUFFER {
         return Err(format!("buffer size {size} is larger than the limit of {MAX_BUFFER} bytes (1 GiB)"));
     }
     let start = match start {
-        Some(text) => parse_unsigned(text).ok_or_else(|| format!("page offset '{text}' is not a number"))?,
+        Some(text) => parse_u64(text).ok_or_else(|| format!("page offset '{text}' is not a number"))?,
         None => 0,
     };
     if start >= page_size {
@@ -217,7 +217,7 @@ fn parse_ref(text: &str) -> Result<BufRef, String> {
     let offset = match offset.split_at_checked(1) {
         None | Some(("", _)) => 0,
         Some((sign, magnitude)) => {
-            let magnitude = parse_unsigned(magnitude)
+            let magnitude = parse_u64(magnitude)
                 .and_then(|m| i64::try_from(m).ok())
                 .ok_or_else(|| format!("offset '{magnitude}' is not a number"))?;
             if sign == "-" {
@@ -249,29 +249,35 @@ fn check_ref(target: BufRef, buffers: &[BufferSpec], page_size: u64) -> Result<(
 
 /// Parses `42`, `0x2a`, `-7` or `-0x2a` into a 64-bit register value.
 fn parse_integer(text: &str) -> Result<u64, String> {
-    let not_a_number = || "not an integer, buf:N, str:TEXT or &K".to_string();
+    let too_large = || format!("{text} does not fit in 64 bits");
     match text.strip_prefix('-') {
         Some(magnitude) => {
-            let magnitude = parse_unsigned(magnitude).ok_or_else(not_a_number)?;
+            let magnitude = parse_unsigned(magnitude)?.ok_or_else(too_large)?;
             if magnitude > 1 << 63 {
-                return Err(format!("{text} does not fit in 64 bits"));
+                return Err(too_large());
             }
             Ok(magnitude.wrapping_neg())
         }
-        None => parse_unsigned(text).ok_or_else(not_a_number),
+        None => parse_unsigned(text)?.ok_or_else(too_large),
     }
 }
 
-/// Parses a decimal or `0x` hexadecimal unsigned 64-bit number.
-fn parse_unsigned(text: &str) -> Option<u64> {
+/// Parses a decimal or `0x` hexadecimal unsigned 64-bit number, `None` when it is not one.
+fn parse_u64(text: &str) -> Option<u64> {
+    parse_unsigned(text).ok().flatten()
+}
+
+/// Parses a decimal or `0x` hexadecimal unsigned number: `Ok(None)` when its digits are valid
+/// but it does not fit in 64 bits.
+fn parse_unsigned(text: &str) -> Result<Option<u64>, String> {
     let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => (hex, 16),
         None => (text, 10),
     };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        return None;
+        return Err("not an integer, buf:N, str:TEXT or &K".to_string());
     }
-    u64::from_str_radix(digits, radix).ok()
+    Ok(u64::from_str_radix(digits, radix).ok())
 }
 
 #[cfg(test)]

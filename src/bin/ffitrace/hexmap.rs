@@ -55,6 +55,9 @@ fn print_map(out: &mut impl Write, findings: &Findings, index: usize, color: boo
     let mut previous: Option<(&[u8], Option<&[u8]>)> = None;
     let mut skipping = false;
     let rows = marks.len().div_ceil(ROW);
+    // Every offset has as many hex digits as the last one, at least four, so columns line up.
+    let last_offset = marks.len().saturating_sub(1);
+    let digits = (format!("{last_offset:x}").len()).max(4);
     for row in 0..rows {
         let span = row * ROW..((row + 1) * ROW).min(marks.len());
         let row_bytes = contents.and_then(|bytes| bytes.get(span.clone()));
@@ -69,7 +72,7 @@ fn print_map(out: &mut impl Write, findings: &Findings, index: usize, color: boo
         }
         skipping = false;
         previous = Some(current);
-        writeln!(out, "  {:#06x}  {}", span.start, render_row(current.0, current.1, color))?;
+        writeln!(out, "  0x{:0digits$x}  {}", span.start, render_row(current.0, current.1, color))?;
     }
     writeln!(out)
 }
