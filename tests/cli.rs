@@ -292,6 +292,25 @@ fn sigterm_to_supervisor_reports_trace() {
 }
 
 #[test]
+fn closed_stderr_keeps_exit_status() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::Stdio;
+
+    let mut ends = [0; 2];
+    assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
+    unsafe { libc::close(ends[0]) };
+    // SAFETY: `ends[1]` is a descriptor this test just opened and owns.
+    let write_end = unsafe { OwnedFd::from_raw_fd(ends[1]) };
+    let status = Command::new(env!("CARGO_BIN_EXE_ffitrace"))
+        .args(["call", &fixture("crashes"), "store_int", "0", "5", "buf:4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write_end))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(128 + 11));
+}
+
+#[test]
 fn closed_pipe_ends_quietly() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;

@@ -35,8 +35,9 @@ Exit status:
   0      the call returned and every access was traced
   1      tracing failed (ptrace not permitted, trace lost, output not writable)
   2      bad command line, or the library or the symbol could not be loaded
-  3      the call returned, but some instructions could not be decoded and their
-         accesses are missing (they are listed on stderr)
+  3      the call returned, but the trace is incomplete: some instructions could not
+         be decoded, or a system call used or remapped the traced pages (both are
+         listed on stderr)
   128+S  the native code died of signal S (139 for SIGSEGV); the accesses traced
          before the crash and the buffers' contents are still printed
   other  the native code exited with that status during the call (status 0 becomes 1)
@@ -100,13 +101,13 @@ pub fn parse() -> Result<CallArgs, i32> {
             Err(0)
         }
         Err(error) if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprintln!("error: no command given; usage: ffitrace call LIBRARY SYMBOL [ARG]... [--json] (see 'ffitrace --help')");
+            tell!("error: no command given; usage: ffitrace call LIBRARY SYMBOL [ARG]... [--json] (see 'ffitrace --help')");
             Err(EXIT_USAGE)
         }
         Err(error) => {
             let about_call = !matches!(error.kind(), ErrorKind::InvalidSubcommand | ErrorKind::MissingSubcommand);
             let help = if about_call { "ffitrace call --help" } else { "ffitrace --help" };
-            eprintln!("{}", one_line(&error.to_string(), help));
+            tell!("{}", one_line(&error.to_string(), help));
             Err(EXIT_USAGE)
         }
     }

@@ -16,8 +16,8 @@ pub fn handler(buffers: Vec<Buffer>, style: Style, page_size: u64) -> ReportHand
 fn on_report(report: &Report, view: &ProcessView, buffers: &[Buffer], style: Style, page_size: u64) {
     match report {
         Report::Crash(crash) => {
-            eprintln!("{}", describe_crash(crash, view, buffers, page_size));
-            eprintln!("{}", describe_registers(&crash.regs));
+            tell!("{}", describe_crash(crash, view, buffers, page_size));
+            tell!("{}", describe_registers(&crash.regs));
             print_trace(crash.trace.as_ref(), view, buffers, style);
         }
         Report::DiedDuringCall { status, trace, .. } => {
@@ -25,7 +25,7 @@ fn on_report(report: &Report, view: &ProcessView, buffers: &[Buffer], style: Sty
                 ExitStatus::Exited(code) => format!("exited with status {code}"),
                 ExitStatus::Killed { signal, .. } => format!("was killed by {}", signals::name(*signal)),
             };
-            eprintln!("ffitrace: the process {ending} before the call returned; {}", traced_count(trace));
+            tell!("ffitrace: the process {ending} before the call returned; {}", traced_count(trace));
             print_trace(Some(trace), view, buffers, style);
             // The call did not complete, so success must not be reported.
             if status.shell_code() == 0 {
@@ -34,7 +34,7 @@ fn on_report(report: &Report, view: &ProcessView, buffers: &[Buffer], style: Sty
         }
         Report::ProtocolError { message, trace } => {
             let count = trace.as_ref().map_or_else(|| "nothing was traced".to_string(), traced_count);
-            eprintln!("ffitrace: tracing broke down and the process is killed: {message}; {count}");
+            tell!("ffitrace: tracing broke down and the process is killed: {message}; {count}");
             print_trace(trace.as_ref(), view, buffers, style);
         }
     }

@@ -6,6 +6,15 @@
 //! the traced process know where the buffers are. The library is loaded only after the fork,
 //! in the traced process, so its initialisers never run in the supervisor.
 
+/// Writes one line to stderr like `eprintln!`, but a closed or failing stderr is ignored
+/// instead of panicking, so the exit status stays the documented one.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod buffers;
 mod cli;
@@ -53,14 +62,14 @@ fn run() -> i32 {
     let plan = match args::plan(&call.args, page_size, read_file) {
         Ok(plan) => plan,
         Err(error) => {
-            eprintln!("error: {error}");
+            tell!("error: {error}");
             return EXIT_USAGE;
         }
     };
     let buffers = match buffers::allocate(&plan, page_size) {
         Ok(buffers) => buffers,
         Err(error) => {
-            eprintln!("error: cannot allocate {error}");
+            tell!("error: cannot allocate {error}");
             return EXIT_FAILURE;
         }
     };
@@ -70,7 +79,7 @@ fn run() -> i32 {
         Ok(text) => match text.parse() {
             Ok(protection) => protection,
             Err(error) => {
-                eprintln!("error: FFITRACE_PROTECTION: {error}");
+                tell!("error: FFITRACE_PROTECTION: {error}");
                 return EXIT_USAGE;
             }
         },
@@ -79,7 +88,7 @@ fn run() -> i32 {
     if call.json {
         // JSON Lines on stdout must stay parseable whatever the native code prints.
         if let Err(error) = output::keep_stdout_for_report() {
-            eprintln!("error: cannot set up standard output: {error}");
+            tell!("error: cannot set up standard output: {error}");
             return EXIT_FAILURE;
         }
     }
@@ -88,20 +97,20 @@ fn run() -> i32 {
         Err(_) | Ok("1" | "on" | "yes" | "true") => true,
         Ok("0" | "off" | "no" | "false") => false,
         Ok(other) => {
-            eprintln!("error: FFITRACE_EMULATE: '{other}' is not one of 0, off, no, false, 1, on, yes, true");
+            tell!("error: FFITRACE_EMULATE: '{other}' is not one of 0, off, no, false, 1, on, yes, true");
             return EXIT_USAGE;
         }
     };
     let options = ffitrace::Options { report, page_protection, emulate_simple_accesses, ..Default::default() };
     // SAFETY: nothing in this program has started a thread yet.
     if let Err(error) = unsafe { ffitrace::init(options) } {
-        eprintln!("error: cannot trace the call: {error}");
+        tell!("error: cannot trace the call: {error}");
         return EXIT_FAILURE;
     }
     let function = match native::resolve(&call.library, &call.symbol) {
         Ok(function) => function,
         Err(error) => {
-            eprintln!("error: {error}");
+            tell!("error: {error}");
             return EXIT_USAGE;
         }
     };
@@ -134,16 +143,16 @@ fn call_and_report(
             Ok(traced) => match traced.outcome {
                 TraceOutcome::Traced(trace) => (traced.value, trace),
                 TraceOutcome::Untraced(reason) => {
-                    eprintln!("error: {} ran untraced: {reason}", call.symbol);
+                    tell!("error: {} ran untraced: {reason}", call.symbol);
                     return EXIT_FAILURE;
                 }
                 TraceOutcome::Lost(error) => {
-                    eprintln!("error: {} returned {:#x} but its trace was lost: {error}", call.symbol, traced.value);
+                    tell!("error: {} returned {:#x} but its trace was lost: {error}", call.symbol, traced.value);
                     return EXIT_FAILURE;
                 }
             },
             Err(error) => {
-                eprintln!("error: cannot trace {}: {error}", call.symbol);
+                tell!("error: cannot trace {}: {error}", call.symbol);
                 return EXIT_FAILURE;
             }
         }
@@ -155,7 +164,7 @@ fn call_and_report(
         // The reader closed the pipe (`| head`): it has all it wants, as with other tools.
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
         Err(error) => {
-            eprintln!("error: cannot write the report: {error}");
+            tell!("error: cannot write the report: {error}");
             return EXIT_FAILURE;
         }
         Ok(()) => {}

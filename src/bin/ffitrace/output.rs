@@ -103,7 +103,7 @@ pub fn print(out: &mut impl Write, style: Style, findings: &Findings) -> io::Res
 /// Tells on stderr which instructions the tracer could not decode.
 pub fn warn_unsupported(unsupported: &[UnsupportedInstruction]) {
     for instruction in unsupported {
-        eprintln!(
+        tell!(
             "ffitrace: could not decode the instruction at {:#x} ({}): {}; its accesses are missing",
             instruction.addr, instruction.text, instruction.reason
         );
@@ -117,7 +117,7 @@ pub fn warn_system_calls(system_calls: &[SystemCallOnTracedPages]) {
         let call = &group[0];
         let args: Vec<String> = call.args.iter().map(|arg| format!("{arg:#x}")).collect();
         let repeats = if group.len() > 1 { format!(" ({} times in a row)", group.len()) } else { String::new() };
-        eprintln!(
+        tell!(
             "ffitrace: the native code called {}({}) at {:#x}{repeats}, which {}",
             call.name,
             args.join(", "),
