@@ -53,7 +53,12 @@ Environment:
                  carrying out simple loads and stores, stos and rep movs in the
                  supervisor (same results, slower); '1', 'on', 'yes', 'true' or
                  unset carries them out
-  NO_COLOR       when set and non-empty, the byte map uses letters even on a terminal";
+  NO_COLOR       when set and non-empty, the byte map uses letters even on a terminal
+
+Signals:
+  SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 sent to this process are passed on to the
+  native code's process. SIGINT and SIGQUIT sent to this process alone are ignored:
+  Ctrl-C on a terminal reaches both processes, and the native code's process decides.";
 
 /// Records which bytes of its buffers a native function reads and writes.
 #[derive(Debug, Parser)]
