@@ -95,16 +95,8 @@ pub fn plan_access(code: &[u8], regs: &Registers, vectors: Option<&VectorRegiste
     if instr.is_invalid() || instr.has_lock_prefix() || instr.has_xacquire_prefix() || instr.has_xrelease_prefix() {
         return Planned::Step;
     }
-    if let Some(emulation) = plan_vector_load(&instr, regs) {
-        return Planned::Ready(Plan { emulation, len: instr.len() as u64 });
-    }
-    if is_vector_store(&instr) {
-        let Some(emulation) = plan_vector_store(&instr, regs, vectors) else { return Planned::Step };
-        let plan = Plan { emulation, len: instr.len() as u64 };
-        return match vectors {
-            Some(_) => Planned::Ready(plan),
-            None => Planned::NeedsVectorRegisters(plan.accesses().pattern()[0]),
-        };
+    if let Some(vector_move) = VectorMove::of(&instr, regs) {
+        return vector_move.plan(&instr, vectors);
     }
     let planned = match instr.mnemonic() {
         Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd => plan_move(&instr, regs),
@@ -118,152 +110,74 @@ pub fn plan_access(code: &[u8], regs: &Registers, vectors: Option<&VectorRegiste
     }
 }
 
-/// Returns true for a store of a whole XMM, YMM or ZMM register, or of its low element, that
-/// writes memory unconditionally: the SSE, VEX and EVEX moves of full registers, the
-/// non-temporal stores, and `movd`/`movq`/`movss`/`movsd` to memory. EVEX forms with an
-/// opmask are stepped, because the mask decides which elements are written.
-fn is_vector_store(instr: &Instruction) -> bool {
-    let source = instr.op1_register();
-    let store_form = instr.op_count() == 2
-        && instr.op0_kind() == OpKind::Memory
-        && instr.op1_kind() == OpKind::Register
-        && (source.is_xmm() || source.is_ymm() || source.is_zmm());
-    let unmasked = instr.encoding() != EncodingKind::EVEX || instr.op_mask() == Register::None;
-    store_form
-        && unmasked
-        && matches!(
-            instr.mnemonic(),
-            Mnemonic::Movups
-                | Mnemonic::Movupd
-                | Mnemonic::Movaps
-                | Mnemonic::Movapd
-                | Mnemonic::Movdqu
-                | Mnemonic::Movdqa
-                | Mnemonic::Movntps
-                | Mnemonic::Movntpd
-                | Mnemonic::Movntdq
-                | Mnemonic::Movd
-                | Mnemonic::Movq
-                | Mnemonic::Movss
-                | Mnemonic::Movsd
-                | Mnemonic::Vmovups
-                | Mnemonic::Vmovupd
-                | Mnemonic::Vmovaps
-                | Mnemonic::Vmovapd
-                | Mnemonic::Vmovdqu
-                | Mnemonic::Vmovdqa
-                | Mnemonic::Vmovdqu8
-                | Mnemonic::Vmovdqu16
-                | Mnemonic::Vmovdqu32
-                | Mnemonic::Vmovdqu64
-                | Mnemonic::Vmovdqa32
-                | Mnemonic::Vmovdqa64
-                | Mnemonic::Vmovntps
-                | Mnemonic::Vmovntpd
-                | Mnemonic::Vmovntdq
-                | Mnemonic::Vmovd
-                | Mnemonic::Vmovq
-                | Mnemonic::Vmovss
-                | Mnemonic::Vmovsd
-        )
+/// A move between memory and a whole XMM, YMM or ZMM register, or its low element, that
+/// accesses every byte of its memory operand: the SSE, VEX and EVEX moves of full registers,
+/// the non-temporal moves, `lddqu`, and `movd`/`movq`/`movss`/`movsd` to or from memory.
+/// EVEX forms with an opmask are stepped, because the mask decides which elements move.
+struct VectorMove {
+    /// True for a load (memory to register), false for a store.
+    load: bool,
+    register: Register,
+    addr: u64,
+    size: usize,
 }
 
-/// Plans a load of a whole XMM, YMM or ZMM register, or of its low element, from memory: the
-/// same moves as [`is_vector_store`] in the other direction, plus `movntdqa` and `lddqu`.
-/// Legacy SSE forms rewrite the low 16 bytes of the register and keep the rest. VEX and EVEX
-/// forms zero every byte above the loaded ones, up to the 64 bytes of a ZMM register.
-fn plan_vector_load(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
-    let target = instr.op0_register();
-    let load_form = instr.op_count() == 2
-        && instr.op0_kind() == OpKind::Register
-        && instr.op1_kind() == OpKind::Memory
-        && (target.is_xmm() || target.is_ymm() || target.is_zmm());
-    let unmasked = instr.encoding() != EncodingKind::EVEX || instr.op_mask() == Register::None;
-    if !load_form || !unmasked || instr.is_broadcast() {
-        return None;
+impl VectorMove {
+    /// Returns the move `instr` makes, or `None` when it is not such a move, its address
+    /// cannot be computed, or an aligned form's address is misaligned, because the CPU then
+    /// raises a fault that stepping delivers.
+    fn of(instr: &Instruction, regs: &Registers) -> Option<VectorMove> {
+        let is_vector = |register: Register| register.is_xmm() || register.is_ymm() || register.is_zmm();
+        let (load, register, memory_operand) = match (instr.op0_kind(), instr.op1_kind()) {
+            (OpKind::Register, OpKind::Memory) => (true, instr.op0_register(), 1),
+            (OpKind::Memory, OpKind::Register) => (false, instr.op1_register(), 0),
+            _ => return None,
+        };
+        let unmasked = instr.encoding() != EncodingKind::EVEX || instr.op_mask() == Register::None;
+        if instr.op_count() != 2 || !is_vector(register) || !unmasked || instr.is_broadcast() {
+            return None;
+        }
+        let aligned = vector_move_alignment(instr.mnemonic())?;
+        let next_ip = instr.next_ip();
+        let addr = instr.virtual_address(memory_operand, 0, |reg, _, _| register_value(regs, reg, next_ip))?;
+        let size = instr.memory_size().size();
+        if size == 0 || size > register.size() || (aligned && addr % size as u64 != 0) {
+            return None;
+        }
+        Some(VectorMove { load, register, addr, size })
     }
-    let aligned = match instr.mnemonic() {
-        Mnemonic::Movaps
-        | Mnemonic::Movapd
-        | Mnemonic::Movdqa
-        | Mnemonic::Movntdqa
-        | Mnemonic::Vmovaps
-        | Mnemonic::Vmovapd
-        | Mnemonic::Vmovdqa
-        | Mnemonic::Vmovdqa32
-        | Mnemonic::Vmovdqa64
-        | Mnemonic::Vmovntdqa => true,
-        Mnemonic::Movups
-        | Mnemonic::Movupd
-        | Mnemonic::Movdqu
-        | Mnemonic::Lddqu
-        | Mnemonic::Movd
-        | Mnemonic::Movq
-        | Mnemonic::Movss
-        | Mnemonic::Movsd
-        | Mnemonic::Vmovups
-        | Mnemonic::Vmovupd
-        | Mnemonic::Vmovdqu
-        | Mnemonic::Vmovdqu8
-        | Mnemonic::Vmovdqu16
-        | Mnemonic::Vmovdqu32
-        | Mnemonic::Vmovdqu64
-        | Mnemonic::Vlddqu
-        | Mnemonic::Vmovd
-        | Mnemonic::Vmovq
-        | Mnemonic::Vmovss
-        | Mnemonic::Vmovsd => false,
-        _ => return None,
-    };
-    let next_ip = instr.next_ip();
-    let addr = instr.virtual_address(1, 0, |reg, _, _| register_value(regs, reg, next_ip))?;
-    let size = instr.memory_size().size();
-    if size == 0 || size > target.size() || (aligned && addr % size as u64 != 0) {
-        return None;
+
+    /// Plans the move. A load is planned at once: legacy SSE forms rewrite the low 16 bytes
+    /// of the register and keep the rest, VEX and EVEX forms zero every byte above the loaded
+    /// ones, up to the 64 bytes of a ZMM register. A store needs the register's bytes.
+    fn plan(&self, instr: &Instruction, vectors: Option<&VectorRegisters>) -> Planned {
+        let (addr, size, len) = (self.addr, self.size, instr.len() as u64);
+        let register = self.register.number();
+        if self.load {
+            let rewritten = if instr.encoding() == EncodingKind::Legacy { 16 } else { 64 };
+            return Planned::Ready(Plan { emulation: Emulation::VectorLoad { addr, size, register, rewritten }, len });
+        }
+        match vectors {
+            Some(vectors) => {
+                let bytes = vectors.bytes(register, size);
+                Planned::Ready(Plan { emulation: Emulation::Store { addr, bytes }, len })
+            }
+            None => Planned::NeedsVectorRegisters(access(addr, size as u64, AccessKind::Write)),
+        }
     }
-    let rewritten = match instr.encoding() {
-        EncodingKind::Legacy => 16,
-        _ => 64,
-    };
-    Some(Emulation::VectorLoad { addr, size, register: target.number(), rewritten })
 }
 
-/// Plans a vector store: the low `size` bytes of the source register at the effective
-/// address. `None` when the address cannot be computed, or when an aligned form's address is
-/// misaligned, because the CPU then raises a fault that stepping delivers.
-fn plan_vector_store(instr: &Instruction, regs: &Registers, vectors: Option<&VectorRegisters>) -> Option<Emulation> {
-    let next_ip = instr.next_ip();
-    let addr = instr.virtual_address(0, 0, |reg, _, _| register_value(regs, reg, next_ip))?;
-    let size = instr.memory_size().size();
-    if size == 0 || size > instr.op1_register().size() {
-        return None;
+/// Returns whether a vector move requires its memory operand to be aligned to its size, or
+/// `None` for any other mnemonic.
+fn vector_move_alignment(mnemonic: Mnemonic) -> Option<bool> {
+    use Mnemonic::*;
+    match mnemonic {
+        Movaps | Movapd | Movdqa | Movntps | Movntpd | Movntdq | Movntdqa | Vmovaps | Vmovapd | Vmovdqa
+        | Vmovdqa32 | Vmovdqa64 | Vmovntps | Vmovntpd | Vmovntdq | Vmovntdqa => Some(true),
+        Movups | Movupd | Movdqu | Lddqu | Movd | Movq | Movss | Movsd | Vmovups | Vmovupd | Vmovdqu
+        | Vmovdqu8 | Vmovdqu16 | Vmovdqu32 | Vmovdqu64 | Vlddqu | Vmovd | Vmovq | Vmovss | Vmovsd => Some(false),
+        _ => None,
     }
-    let aligned_form = matches!(
-        instr.mnemonic(),
-        Mnemonic::Movaps
-            | Mnemonic::Movapd
-            | Mnemonic::Movdqa
-            | Mnemonic::Movntps
-            | Mnemonic::Movntpd
-            | Mnemonic::Movntdq
-            | Mnemonic::Vmovaps
-            | Mnemonic::Vmovapd
-            | Mnemonic::Vmovdqa
-            | Mnemonic::Vmovdqa32
-            | Mnemonic::Vmovdqa64
-            | Mnemonic::Vmovntps
-            | Mnemonic::Vmovntpd
-            | Mnemonic::Vmovntdq
-    );
-    if aligned_form && addr % size as u64 != 0 {
-        return None;
-    }
-    // Without the registers the plan only decides whether the store can be carried out.
-    let bytes = match vectors {
-        Some(vectors) => vectors.bytes(instr.op1_register().number(), size),
-        None => vec![0; size],
-    };
-    Some(Emulation::Store { addr, bytes })
 }
 
 fn plan_move(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
