@@ -198,7 +198,7 @@ pub fn set_exit_code(code: i32) -> Result<(), TraceError> {
 /// protected, `call` does not run and the error names the wrong range. The ranges should be
 /// readable and writable, because the pages are made inaccessible for the duration of `call`
 /// and `PROT_READ | PROT_WRITE` afterwards, whatever their protection was before.
-/// When tracing is off, `call` runs untraced and the outcome says why.
+/// When tracing is off, `call` runs untraced and the outcome gives the reason.
 ///
 /// Accesses by every thread of the program during `call` are traced. Traced calls run one
 /// at a time: a `trace_call` from another thread waits until the running one returns, so a

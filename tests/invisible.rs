@@ -249,9 +249,9 @@ mod probes {
             untraced_values: &[],
             needs_avx2: false,
             // NOTE: on Linux 6.18.44 under KVM the frame's trapno is 1 (debug) when the divide
-            // error happens during a single-step, both with protection keys and with mprotect;
-            // an earlier kernel here gave 0 as untraced runs do. Which kernel path sets it was
-            // not found.
+            // error happens during a single-step, with mprotect (this machine has no
+            // protection keys). An earlier kernel gave 0, as untraced runs do. Which kernel
+            // path sets it is not known.
             known_difference: Some(
                 "a divide error raised while the tracer single-steps the instruction can leave trapno 1 (debug) in the signal frame, and ptrace cannot set the trap number",
             ),

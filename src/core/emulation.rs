@@ -81,8 +81,9 @@ fn finish(call: &mut Call, regs: &Registers, tid: i32, plan: &EmulationPlan, rea
         actions.push(Action::WriteMemory { tid, addr, bytes });
     }
     // NOTE: the driver only logs a failed register write, and the thread then goes on past the
-    // load. It fails only if the thread died or the XSAVE area lacks a component the
-    // instruction uses, which a CPU that ran the instruction up to its page fault has.
+    // load. The write can fail when the thread died, or when the XSAVE area lacks a component
+    // the instruction uses. The latter should not happen: the instruction reached its page
+    // fault, so the CPU and the kernel support its encoding and register state.
     if let Some((register, bytes)) = plan.vector_register_write(read) {
         actions.push(Action::SetVectorRegister { tid, register: register as u8, bytes });
     }

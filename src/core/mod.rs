@@ -11,7 +11,7 @@
 //!
 //! 1. The child protects the pages, sends [`ChildMessage::Start`], then stops itself with the
 //!    protocol signal ([`PROTOCOL_SIGNAL`] queued with [`PROTOCOL_COOKIE`]).
-//! 2. At that stop the core asks for the message, sets the child's rax to [`START_ACCEPTED`]
+//! 2. At that stop the core requests the message, sets the child's rax to [`START_ACCEPTED`]
 //!    (the return value of the system call that raised the signal), queues [`StartReply`]
 //!    and resumes the child. Seeing the value, the child calls the native code at once and
 //!    reads the reply after the call, because during a call every system call it makes

@@ -43,7 +43,7 @@ pub(crate) fn supervise(
     let mut driver = Driver { pid, to_child, from_child, options, xsave_layout, program_memory };
 
     if let Err(reason) = ptrace::seize(pid) {
-        // The program receives the reason in `InitError::PtraceDenied` and decides what to say.
+        // The program receives the reason in `InitError::PtraceDenied` and decides what to print.
         debug!(pid, %reason, "ptrace unavailable, the program runs untraced");
         let _ = driver.to_child.send(SupervisorMessage::Attached(Err(reason)));
         std::process::exit(wait::wait_untraced(pid));
@@ -74,8 +74,8 @@ static PROGRAM: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new
 
 /// Passes SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 sent to the supervisor on to the traced
 /// program. `timeout`, a service manager or the native code itself (with `getppid`) sends
-/// them to the supervisor, which is the process they see; forwarded, they end the program the
-/// way they would untraced, and the supervisor reports what was traced before exiting.
+/// them to the supervisor, because it is the process they see. Forwarded, they end the
+/// program as they would untraced, and the supervisor reports what was traced.
 fn forward_termination_signals(pid: i32) {
     extern "C" fn forward(signal: libc::c_int) {
         let program = PROGRAM.load(std::sync::atomic::Ordering::Relaxed);

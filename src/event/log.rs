@@ -228,8 +228,8 @@ impl AccessLog {
         let first_free = self.runs.last().map_or(0, |last| last.singles_before as usize);
         let tail = &self.singles[first_free..];
         let found = [1, 2].into_iter().find_map(|width| repeated_pattern(tail, width));
-        if let Some((run, taken)) = found {
-            self.singles.truncate(self.singles.len() - taken);
+        if let Some((run, folded)) = found {
+            self.singles.truncate(self.singles.len() - folded);
             self.runs.push(PlacedRun { singles_before: self.singles.len() as u64, run });
         }
     }
@@ -240,7 +240,7 @@ impl AccessLog {
         usize::try_from(in_runs).unwrap_or(usize::MAX).saturating_add(self.singles.len())
     }
 
-    /// Returns true when the log holds no access.
+    /// Returns true when the log contains no access.
     pub fn is_empty(&self) -> bool {
         self.singles.is_empty() && self.runs.is_empty()
     }
@@ -290,8 +290,8 @@ impl AccessLog {
 /// the same distance from it.
 fn repeated_pattern(tail: &[Access], width: usize) -> Option<(AccessRun, usize)> {
     let iterations = (MIN_STORED_RUN_LEN as usize).div_ceil(width);
-    let taken = iterations * width;
-    let window = tail.get(tail.len().checked_sub(taken)?..)?;
+    let window_len = iterations * width;
+    let window = tail.get(tail.len().checked_sub(window_len)?..)?;
     let stride = window[width].addr.wrapping_sub(window[0].addr) as i64;
     let repeats = window.windows(width + 1).all(|pair| {
         let (earlier, later) = (pair[0], pair[width]);
@@ -300,7 +300,7 @@ fn repeated_pattern(tail: &[Access], width: usize) -> Option<(AccessRun, usize)>
             && later.addr.wrapping_sub(earlier.addr) as i64 == stride
     });
     let run = AccessRun::new(&window[..width], iterations as u64, stride)?;
-    repeats.then_some((run, taken))
+    repeats.then_some((run, window_len))
 }
 
 /// One entry in the human-readable form of a log.

@@ -110,8 +110,8 @@ pub fn warn_unsupported(unsupported: &[UnsupportedInstruction]) {
     }
 }
 
-/// Tells on stderr which system calls named traced pages during the call. A call repeated
-/// with the same arguments from the same place is told once, with its count.
+/// Prints on stderr which system calls named traced pages during the call. A call repeated
+/// in a row with the same arguments from the same place is printed once, with its count.
 pub fn warn_system_calls(system_calls: &[SystemCallOnTracedPages]) {
     for group in system_calls.chunk_by(|first, second| first == second) {
         let call = &group[0];

@@ -23,10 +23,10 @@
 //! ones written. A scatter writes elements whose addresses overlap in element order (Intel
 //! SDM, VPSCATTERDD), which is the order reported.
 //!
-//! AVX-512 compares, tests and element-wise arithmetic under an opmask whose memory elements
-//! are the size of their result elements are masked the same way: the CPU suppresses faults
-//! on the masked-out elements (Intel SDM, exception types E2 and E4), so it does not read
-//! them. Other AVX-512 instructions with a memory operand under an opmask (permutes,
+//! AVX-512 compares, tests and element-wise arithmetic under an opmask are masked the same
+//! way when their memory elements are the size of their result elements. The CPU suppresses
+//! faults on the masked-out elements (Intel SDM, exception types E2 and E4), so it does not
+//! read them. Other AVX-512 instructions with a memory operand under an opmask (permutes,
 //! shuffles, inserts, broadcasts, widening arithmetic) are left to iced's model, which
 //! reports the whole operand. Some of them read every element whatever the mask.
 
