@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 
+use crate::board::{Board, Published};
 use crate::core::{PageSet, PROTOCOL_COOKIE, PROTOCOL_SIGNAL, START_ACCEPTED, SYS_GETPPID};
 use crate::error::{InitError, TraceError};
 use crate::event::PageRange;
@@ -31,6 +32,13 @@ extern "C" {
     fn ffitrace_syscall_gadget();
 }
 
+/// The gadget's address and length: the range from which syscall user dispatch lets system
+/// calls through, so the supervisor's own `mprotect`s run while the selectors block.
+pub(crate) fn syscall_gadget_range() -> (u64, u64) {
+    // The kernel compares the address after the `syscall` instruction: the `int3` after it.
+    (ffitrace_syscall_gadget as *const () as usize as u64, 3)
+}
+
 /// The child's end of the protocol, set by a successful [`init`].
 struct Channel {
     to_supervisor: IpcSender<ChildMessage>,
@@ -40,6 +48,10 @@ struct Channel {
     emulate: bool,
     /// This process's id, kept so that ending a call needs no `getpid`.
     pid: i32,
+    /// The call board, when calls start and end through it (see [`crate::board`]).
+    board: Option<Board>,
+    /// The number of the last call announced on the board.
+    calls: std::sync::atomic::AtomicU64,
 }
 
 enum Status {
@@ -79,6 +91,7 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
     let (to_supervisor, supervisor_inbox) = ipc::channel::<ChildMessage>().map_err(ipc_error)?;
     let (to_child, child_inbox) = ipc::channel::<SupervisorMessage>().map_err(ipc_error)?;
     let parent_pid = std::process::id() as i32;
+    let board = if options.stopless_calls { Board::create().ok() } else { None };
 
     // SAFETY: the caller guarantees the process is single-threaded.
     match unsafe { libc::fork() } {
@@ -87,6 +100,11 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
             drop((supervisor_inbox, to_child));
             die_with_parent(parent_pid)?;
             let protection = choose_protection(options.page_protection);
+            let board = board.filter(|board| {
+                board.keep_from_forks();
+                matches!(protection, Protection::Mprotect { zeroed_stack: None, .. } | Protection::ProtectionKey { .. })
+                    && watch_own_system_calls(board)
+            });
             let channel = Channel {
                 to_supervisor,
                 from_supervisor: child_inbox,
@@ -95,6 +113,8 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
                 emulate: options.emulate_simple_accesses,
                 // SAFETY: getpid has no preconditions.
                 pid: unsafe { libc::getpid() },
+                board,
+                calls: std::sync::atomic::AtomicU64::new(0),
             };
             let attached = channel.receive();
             match attached {
@@ -113,7 +133,7 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
         child_pid => {
             drop((to_supervisor, child_inbox));
             drop(status);
-            crate::driver::supervise(child_pid, to_child, supervisor_inbox, options)
+            crate::driver::supervise(child_pid, to_child, supervisor_inbox, options, board)
         }
     }
 }
@@ -139,6 +159,22 @@ fn choose_protection(choice: PageProtection) -> Protection {
         Ok(key) if key > 0 => Protection::ProtectionKey { key },
         _ => gadget,
     }
+}
+
+/// Turns on syscall user dispatch for this thread, the program's main thread, with the
+/// selector of slot 0. Returns false where the kernel lacks it (before Linux 5.11).
+fn watch_own_system_calls(board: &Board) -> bool {
+    /// `PR_SET_SYSCALL_USER_DISPATCH` and `PR_SYS_DISPATCH_ON` from `<linux/prctl.h>`.
+    const PR_SET_SYSCALL_USER_DISPATCH: libc::c_int = 59;
+    const PR_SYS_DISPATCH_ON: libc::c_ulong = 1;
+    let Some(selector) = board.selector_address(0) else { return false };
+    let (offset, len) = syscall_gadget_range();
+    // SAFETY: the selector lies in the board, which stays mapped for the life of the process.
+    let result = unsafe { libc::prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, offset, len, selector) };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "no syscall user dispatch: every call stops at its start and end");
+    }
+    result == 0
 }
 
 /// Makes the kernel kill this process when the supervisor dies, and exits if it already has.
@@ -246,10 +282,22 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     let fault_signals = FaultSignals::capture();
     protect(set, protection, Protect::Close)?;
     let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate };
+    let tid = current_thread_id();
+    if let Some(board) = &channel.board {
+        let number = channel.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if board.begin(number, tid, &request) {
+            let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+            board.end();
+            let outcome = match board.published(number) {
+                Published::Complete(trace) => TraceOutcome::Traced(trace),
+                Published::AskSupervisor => channel.ask_for_trace(),
+            };
+            return Ok(finish_call(set, protection, &fault_signals, value, outcome));
+        }
+    }
     // From the protocol stop until the end marker the supervisor stops this thread at every
     // system call, so nothing in between makes one: an accepted start's reply is read after
     // the call.
-    let tid = current_thread_id();
     let (started, reply_pending) = match channel.request(ChildMessage::Start(request)) {
         Ok(raised) if raised == START_ACCEPTED as i64 => (Ok(SupervisorMessage::StartReply(StartReply::Started)), true),
         Ok(_) => (channel.receive(), false),
@@ -268,23 +316,25 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
 
     let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
 
-    let outcome = match channel.end_call(tid, reply_pending) {
-        Ok(SupervisorMessage::Trace(mut trace)) => {
-            // Without this, the supervisor reports the trace itself if the program ends first.
-            let _ = channel.to_supervisor.send(ChildMessage::TraceReceived);
-            // Deserialising grows the vector by doubling; keep 16 bytes per access.
-            trace.accesses.shrink_to_fit();
-            TraceOutcome::Traced(trace)
-        }
-        Ok(other) => TraceOutcome::Lost(TraceError::Ipc(format!("expected the trace, received {other:?}"))),
-        Err(error) => TraceOutcome::Lost(error),
-    };
+    let outcome = channel.trace_outcome(channel.end_call(tid, reply_pending));
+    Ok(finish_call(set, protection, &fault_signals, value, outcome))
+}
+
+/// Reopens the pages, undoes the kernel's changes to the fault signals and returns the
+/// call's value with its outcome, or resumes the closure's panic.
+fn finish_call<R>(
+    set: &PageSet,
+    protection: Protection,
+    fault_signals: &FaultSignals,
+    value: std::thread::Result<R>,
+    outcome: TraceOutcome,
+) -> Traced<R> {
     // The call has run: its value and trace are returned even when a range cannot be
     // reopened, for example because the native code unmapped it.
     reopen(set, protection);
     fault_signals.undo_kernel_changes();
     match value {
-        Ok(value) => Ok(Traced { value, outcome }),
+        Ok(value) => Traced { value, outcome },
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
@@ -394,6 +444,29 @@ impl Channel {
         // SAFETY: getppid ignores its arguments and has no other effect.
         let result = unsafe { libc::syscall(SYS_GETPPID as libc::c_long, PROTOCOL_COOKIE as libc::c_long, tid as libc::c_long) };
         result == i64::from(self.pid)
+    }
+
+    /// Turns the supervisor's reply to the end of a call into the call's outcome, and
+    /// acknowledges a trace.
+    fn trace_outcome(&self, reply: Result<SupervisorMessage, TraceError>) -> TraceOutcome {
+        match reply {
+            Ok(SupervisorMessage::Trace(mut trace)) => {
+                // Without this, the supervisor reports the trace itself if the program ends first.
+                let _ = self.to_supervisor.send(ChildMessage::TraceReceived);
+                // Deserialising grows the vector by doubling; keep 16 bytes per access.
+                trace.accesses.shrink_to_fit();
+                TraceOutcome::Traced(trace)
+            }
+            Ok(other) => TraceOutcome::Lost(TraceError::Ipc(format!("expected the trace, received {other:?}"))),
+            Err(error) => TraceOutcome::Lost(error),
+        }
+    }
+
+    /// Asks the supervisor for the trace of the board call that just ended, when the board
+    /// could not carry all of it.
+    fn ask_for_trace(&self) -> TraceOutcome {
+        let reply = self.request(ChildMessage::End).and_then(|_| self.receive());
+        self.trace_outcome(reply)
     }
 
     fn receive(&self) -> Result<SupervisorMessage, TraceError> {

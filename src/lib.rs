@@ -48,6 +48,8 @@ pub mod messages;
 pub mod regs;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod board;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod child;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod driver;
@@ -94,6 +96,11 @@ pub struct Options {
     /// on traced pages itself, which costs one ptrace stop instead of single-stepping them.
     /// The recorded accesses are the same either way.
     pub emulate_simple_accesses: bool,
+    /// Start and end calls through memory shared with the supervisor, so that a call costs no
+    /// stop beyond its accesses and system calls. Needs syscall user dispatch (Linux 5.11;
+    /// 6.4 to check the system calls of threads other than the calling one). Without it, or
+    /// when this is false, each call stops twice: at its start and at its end.
+    pub stopless_calls: bool,
 }
 
 /// The mechanism that makes traced pages fault during a call.
@@ -134,6 +141,7 @@ impl Default for Options {
             message_timeout: std::time::Duration::from_secs(30),
             page_protection: PageProtection::Auto,
             emulate_simple_accesses: true,
+            stopless_calls: true,
         }
     }
 }
@@ -144,6 +152,7 @@ impl std::fmt::Debug for Options {
             .field("message_timeout", &self.message_timeout)
             .field("page_protection", &self.page_protection)
             .field("emulate_simple_accesses", &self.emulate_simple_accesses)
+            .field("stopless_calls", &self.stopless_calls)
             .finish_non_exhaustive()
     }
 }

@@ -492,8 +492,11 @@ fn action_task(action: &Action) -> Option<i32> {
         | Action::Detach { tid }
         | Action::ReadVectorRegisters { tid }
         | Action::ReadMemory { tid, .. }
-        | Action::ReadDisposition { tid, .. } => Some(*tid),
+        | Action::ReadDisposition { tid, .. }
+        | Action::WatchSystemCalls { tid, .. } => Some(*tid),
         Action::ReceiveMessage
+        | Action::Publish { .. }
+        | Action::SetSyscallSelector { .. }
         | Action::PollMessage
         | Action::Reply(_)
         | Action::Report(_)

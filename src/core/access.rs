@@ -193,7 +193,7 @@ pub(super) fn on_signal(call: &mut Call, mut step: AccessStep, stop: SignalStop)
         // The instruction itself crashed: close the pages, then deliver the fault at it. A
         // divide error comes after the operand was read, so those reads happened.
         if stop.info.signo == SIGFPE {
-            call.trace.accesses.extend(step.accesses.iter().filter(|access| access.kind == AccessKind::Read));
+            call.record(step.accesses.iter().copied().filter(|access| access.kind == AccessKind::Read));
         }
         let crash = super::is_fatal_fault(&stop).then(|| super::crash_report(&stop, Some(call)));
         step.resume_regs = stop.regs;
@@ -276,7 +276,7 @@ fn on_trap(call: &mut Call, mut step: AccessStep, regs: Registers) -> (Thread, V
                 // The instruction ran with its pages read-only, so it wrote none of them.
                 step.accesses.retain(|access| access.kind != AccessKind::PossibleWrite);
             }
-            call.trace.accesses.extend(step.accesses.drain(..));
+            call.record(step.accesses.drain(..));
             step.resume_regs = regs;
             let fix_flags = step.flags_image_fix(&regs);
             let (next, mut actions) = step.close();

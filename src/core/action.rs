@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::SigInfo;
 use super::report::Report;
+use crate::event::{Access, AccessRun};
 use crate::messages::SupervisorMessage;
 use crate::regs::Registers;
 
@@ -64,6 +65,24 @@ pub enum Action {
     Kill,
     /// The traced program is gone: stop supervising and exit with this status.
     Finish { exit_code: i32 },
+    /// Append `records` to the trace of board call number `call` on the call board, and say
+    /// whether the trace is complete with them (no note, no unsupported instruction).
+    Publish { call: u64, records: Vec<Recorded>, complete: bool },
+    /// Set the system-call selector of thread slot `slot` on the call board: blocked system
+    /// calls raise SIGSYS (syscall user dispatch) instead of running.
+    SetSyscallSelector { slot: u16, block: bool },
+    /// Turn on syscall user dispatch for the stopped thread, with the selector of `slot`.
+    WatchSystemCalls { tid: i32, slot: u16 },
+}
+
+/// One recording step of a trace, as the program replays it from the call board: the
+/// accesses pushed one at a time and the runs pushed whole, in order, fold into the same log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recorded {
+    /// One access.
+    Access(Access),
+    /// A run of accesses recorded at once (a `rep` block).
+    Run(AccessRun),
 }
 
 /// A thread's access rights to the pages of one protection key.

@@ -75,7 +75,7 @@ impl Emulating {
 }
 
 fn finish(call: &mut Call, regs: &Registers, tid: i32, plan: &EmulationPlan, read: &[u8]) -> Vec<Action> {
-    call.trace.accesses.push_run(plan.accesses());
+    call.record_run(plan.accesses());
     let mut actions = Vec::new();
     if let Some((addr, bytes)) = plan.write_request(read) {
         actions.push(Action::WriteMemory { tid, addr, bytes });

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::ChildMessage;
+use crate::messages::{ChildMessage, StartRequest};
 use crate::regs::{Registers, VectorRegisters};
 
 /// One thing that happened to the traced program, as observed by the driver.
@@ -47,6 +47,22 @@ pub enum ExecEvent {
     /// The traced program was killed by this signal.
     #[allow(missing_docs)]
     Killed { signal: i32, core_dumped: bool },
+    /// The call on the call board changed since the driver last looked: a call started or
+    /// ended without stopping. The driver looks before it feeds each stop.
+    CallBoard(BoardCall),
+}
+
+/// The call the program announced on the call board.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardCall {
+    /// The call's number, counted by the program from 1.
+    pub call: u64,
+    /// True from the start of the call until it returned.
+    pub active: bool,
+    /// The thread that makes the call.
+    pub tid: i32,
+    /// The call's pages and how they are protected.
+    pub request: StartRequest,
 }
 
 /// Whether a system-call stop is at the call's entry or its exit.

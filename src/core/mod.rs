@@ -36,13 +36,14 @@ mod emulation;
 mod event;
 mod pages;
 mod report;
+mod stopless;
 mod syscalls;
 mod tasks;
 
 use std::collections::BTreeMap;
 
-pub use action::{Action, KeyRights};
-pub use event::{Disposition, ExecEvent, SigInfo, SignalStop, SyscallPhase, TaskKind};
+pub use action::{Action, KeyRights, Recorded};
+pub use event::{BoardCall, Disposition, ExecEvent, SigInfo, SignalStop, SyscallPhase, TaskKind};
 pub use pages::{PageSet, PageSetError};
 pub use report::{Crash, ExitStatus, Report};
 
@@ -96,6 +97,11 @@ pub struct Supervisor {
     /// The last call's trace and pages, sent to the child but not yet acknowledged. If the
     /// program ends before it acknowledges them, they are reported instead.
     undelivered: Option<(CallTrace, Vec<crate::event::PageRange>)>,
+    /// The last board call's trace and pages after the board showed it ended, for the
+    /// program to ask for when the board could not carry the whole trace.
+    ended_quietly: Option<(CallTrace, Vec<crate::event::PageRange>)>,
+    /// Each thread's slot on the call board, whose selector its syscall user dispatch reads.
+    slots: BTreeMap<i32, u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +135,9 @@ pub(crate) enum Thread {
     Waiting(SignalStop),
     /// Kept stopped while another thread has pages open with `mprotect`.
     Held(Held),
+    /// Steps a system call that its selector blocked during a board call, with the selector
+    /// of its slot open.
+    InSystemCall { slot: u16, flags: u64 },
 }
 
 /// The use of the vector registers a thread waits for.
@@ -160,6 +169,33 @@ pub(crate) struct Call {
     /// Simple instructions may be carried out by the supervisor: the child asked for it and
     /// no system call has changed the traced pages' mapping since the call started.
     pub(crate) emulation: bool,
+    /// The call's number on the call board, or `None` for a call started with the protocol
+    /// signal.
+    pub(crate) board: Option<u64>,
+    /// What was recorded since the last [`Action::Publish`] (board calls only).
+    pub(crate) journal: Vec<Recorded>,
+    /// Whether the trace was complete at the last [`Action::Publish`].
+    pub(crate) published_complete: bool,
+}
+
+impl Call {
+    /// Appends accesses to the trace, one at a time.
+    pub(crate) fn record(&mut self, accesses: impl IntoIterator<Item = crate::event::Access>) {
+        for access in accesses {
+            self.trace.accesses.push(access);
+            if self.board.is_some() {
+                self.journal.push(Recorded::Access(access));
+            }
+        }
+    }
+
+    /// Appends a run of accesses to the trace.
+    pub(crate) fn record_run(&mut self, run: crate::event::AccessRun) {
+        self.trace.accesses.push_run(run);
+        if self.board.is_some() {
+            self.journal.push(Recorded::Run(run));
+        }
+    }
 }
 
 impl Supervisor {
@@ -168,6 +204,8 @@ impl Supervisor {
     pub fn new(program: i32) -> Supervisor {
         let mut threads = BTreeMap::new();
         threads.insert(program, Thread::Running);
+        // The program turns dispatch on for its main thread itself, with slot 0.
+        let slots = BTreeMap::from([(program, 0)]);
         Supervisor {
             program,
             exit_code: None,
@@ -177,6 +215,8 @@ impl Supervisor {
             threads,
             tasks: tasks::NewTasks::default(),
             undelivered: None,
+            ended_quietly: None,
+            slots,
         }
     }
 
@@ -212,8 +252,10 @@ impl Supervisor {
             ExecEvent::TaskExited { tid } => self.on_task_exited(tid),
             ExecEvent::Exited { status } => self.on_exit(ExitStatus::Exited(status)),
             ExecEvent::Killed { signal, core_dumped } => self.on_exit(ExitStatus::Killed { signal, core_dumped }),
+            ExecEvent::CallBoard(board) => self.on_board(board),
         };
         let actions = self.stop_at_syscalls_during_call(actions);
+        let actions = self.publish(actions);
         for action in &actions {
             trace!(?action, "action");
         }
@@ -223,7 +265,7 @@ impl Supervisor {
     /// Makes every resume during a call also stop at system calls, so calls that touch the
     /// traced pages are seen. Outside calls threads run without those stops.
     fn stop_at_syscalls_during_call(&self, actions: Vec<Action>) -> Vec<Action> {
-        if self.call.is_none() {
+        if !self.call.as_ref().is_some_and(|call| call.board.is_none()) {
             return actions;
         }
         let convert = |action| match action {
@@ -248,14 +290,8 @@ impl Supervisor {
                 ];
             }
         }
-        if let (SyscallPhase::Entry, Some(call)) = (phase, self.call.as_mut()) {
-            if syscalls::changes_mapping(call, regs) {
-                call.emulation = false;
-            }
-            if let Some(note) = syscalls::check_entry(call, regs) {
-                debug!(tid, name = %note.name, effect = %note.effect, "system call on traced pages");
-                call.trace.system_calls.push(note);
-            }
+        if phase == SyscallPhase::Entry {
+            self.check_syscall_entry(tid, regs);
         }
         match self.threads.get(&tid) {
             // The interrupt a held thread owes may come as this stop: it stays stopped. Other
@@ -266,6 +302,18 @@ impl Supervisor {
                 self.on_other_stop(tid, Some(*regs))
             }
             _ => vec![Action::Continue { tid, signal: None }],
+        }
+    }
+
+    /// Notes a system call at its entry (`orig_rax` the number) that names traced pages.
+    fn check_syscall_entry(&mut self, tid: i32, regs: &crate::regs::Registers) {
+        let Some(call) = self.call.as_mut() else { return };
+        if syscalls::changes_mapping(call, regs) {
+            call.emulation = false;
+        }
+        if let Some(note) = syscalls::check_entry(call, regs) {
+            debug!(tid, name = %note.name, effect = %note.effect, "system call on traced pages");
+            call.trace.system_calls.push(note);
         }
     }
 
@@ -302,7 +350,7 @@ impl Supervisor {
                 }
                 Err(reason) => SupervisorMessage::StartReply(StartReply::Rejected(reason)),
             },
-            ChildMessage::End => match self.finish_call() {
+            ChildMessage::End => match self.finish_call().or_else(|| self.ended_quietly.take()) {
                 Some((trace, pages)) => {
                     self.undelivered = Some((trace.clone(), pages));
                     SupervisorMessage::Trace(trace)
@@ -361,6 +409,7 @@ impl Supervisor {
         let thread = self.threads.remove(&tid).unwrap_or(Thread::Running);
         let (next, actions) = match thread {
             Thread::Running => self.on_running_signal(stop),
+            Thread::InSystemCall { slot, flags } => self.on_system_call_signal(slot, flags, stop),
             Thread::Stepping(step) => match self.call.as_mut() {
                 Some(call) if !step.call_ended() => access::on_signal(call, step, stop),
                 _ => access::on_signal_after_call(step, stop),
@@ -412,6 +461,9 @@ impl Supervisor {
 
     fn on_running_signal(&mut self, stop: SignalStop) -> (Thread, Vec<Action>) {
         let tid = stop.tid;
+        if stopless::is_dispatched_syscall(&stop) {
+            return self.on_dispatched_syscall(stop);
+        }
         if self.is_protocol_signal(&stop.info) {
             self.awaiting_message = Some((tid, stop.regs));
             return (Thread::Running, vec![Action::ReceiveMessage]);
@@ -637,6 +689,8 @@ impl Supervisor {
                 held.stopped = true;
                 Vec::new()
             }
+            // The event interrupts the step of its clone, fork or vfork: step on.
+            Some(Thread::InSystemCall { .. }) => vec![Action::Step { tid: parent, signal: None }],
             _ => vec![Action::Continue { tid: parent, signal: None }],
         };
         actions.extend(tasks::on_new_task(self, tid, kind));
@@ -658,6 +712,10 @@ impl Supervisor {
         match self.threads.remove(&tid) {
             Some(Thread::Stepping(step)) => {
                 self.threads.insert(tid, Thread::Stepping(step));
+                vec![Action::Step { tid, signal: None }]
+            }
+            Some(Thread::InSystemCall { slot, flags }) => {
+                self.threads.insert(tid, Thread::InSystemCall { slot, flags });
                 vec![Action::Step { tid, signal: None }]
             }
             Some(Thread::Held(mut held)) => {
@@ -688,6 +746,9 @@ impl Supervisor {
 
     fn on_task_exited(&mut self, tid: i32) -> Vec<Action> {
         self.tasks.forget(tid);
+        if tid != self.program {
+            self.slots.remove(&tid);
+        }
         if let Some(Thread::Stepping(_)) = self.threads.remove(&tid) {
             // NOTE: with mprotect the pages this thread opened stay open for the other threads
             // until the call ends; with protection keys nothing stays open.
@@ -752,7 +813,15 @@ fn start_call(request: StartRequest) -> Result<Call, String> {
         }
         _ => {}
     }
-    Ok(Call { pages, protection: request.protection, trace: CallTrace::default(), emulation: request.emulate })
+    Ok(Call {
+        pages,
+        protection: request.protection,
+        trace: CallTrace::default(),
+        emulation: request.emulate,
+        board: None,
+        journal: Vec::new(),
+        published_complete: true,
+    })
 }
 
 /// Returns true for a thread that steps, or is about to, with pages it opens with `mprotect`.

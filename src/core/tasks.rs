@@ -146,12 +146,14 @@ fn first_stop(
     call: Option<ForkedCall>,
 ) -> Vec<Action> {
     if kind == TaskKind::Thread {
+        let mut actions: Vec<Action> = supervisor.watch_system_calls(tid).into_iter().collect();
         if supervisor.world_stopped() {
             supervisor.threads.insert(tid, Thread::Held(Held { stopped: true, ..Held::default() }));
-            return Vec::new();
+            return actions;
         }
         supervisor.threads.insert(tid, Thread::Running);
-        return vec![Action::Continue { tid, signal: None }];
+        actions.push(Action::Continue { tid, signal: None });
+        return actions;
     }
     let Some(call) = call else {
         return vec![Action::Detach { tid }];

@@ -12,6 +12,7 @@ use std::time::Duration;
 use ipc_channel::ipc::{IpcReceiver, IpcSender, TryRecvError};
 use tracing::{debug, error, warn};
 
+use crate::board::Board;
 use crate::core::{Action, ExecEvent, Supervisor};
 use crate::messages::{ChildMessage, SupervisorMessage};
 use crate::{Options, ProcessView};
@@ -26,6 +27,9 @@ struct Driver {
     /// The program's `/proc/PID/mem`, opened once: it reads and writes memory whatever the
     /// protection, and serves every thread because they share the address space.
     program_memory: Option<std::fs::File>,
+    /// The call board shared with the program, and the call and activity last fed from it.
+    board: Option<Board>,
+    board_seen: (u64, bool),
 }
 
 /// Attaches to `pid` and supervises it until it is gone, then exits the process with the
@@ -35,12 +39,14 @@ pub(crate) fn supervise(
     to_child: IpcSender<SupervisorMessage>,
     from_child: IpcReceiver<ChildMessage>,
     options: Options,
+    board: Option<Board>,
 ) -> ! {
     ignore_terminal_signals();
     forward_termination_signals(pid);
     let xsave_layout = xstate::XsaveLayout::from_cpuid();
     let program_memory = std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")).ok();
-    let mut driver = Driver { pid, to_child, from_child, options, xsave_layout, program_memory };
+    let mut driver =
+        Driver { pid, to_child, from_child, options, xsave_layout, program_memory, board, board_seen: (0, false) };
 
     if let Err(reason) = ptrace::seize(pid) {
         // The program receives the reason in `InitError::PtraceDenied` and decides what to print.
@@ -55,6 +61,10 @@ pub(crate) fn supervise(
     let mut core = Supervisor::new(pid);
     loop {
         let event = wait::next_event(pid);
+        // The stop may be the first the core hears of a board call, or the first after one.
+        if let Some(change) = driver.board.as_ref().and_then(|board| board.poll(&mut driver.board_seen)) {
+            driver.run(&mut core, ExecEvent::CallBoard(change));
+        }
         driver.run(&mut core, event);
     }
 }
@@ -164,6 +174,27 @@ impl Driver {
                 Ok(())
             }
             Action::Kill => ptrace::kill(pid),
+            Action::Publish { call, records, complete } => {
+                self.board.as_ref().map_or(Ok(()), |board| {
+                    board.publish(call, &records, complete);
+                    Ok(())
+                })
+            }
+            Action::SetSyscallSelector { slot, block } => match &self.board {
+                Some(board) => board.set_selector(slot, block),
+                None => Err("no call board".to_string()),
+            },
+            Action::WatchSystemCalls { tid, slot } => match self.board.as_ref().and_then(|board| board.selector_address(slot)) {
+                Some(selector) => {
+                    let (offset, len) = crate::child::syscall_gadget_range();
+                    if let Err(error) = ptrace::set_syscall_dispatch(tid, selector, offset, len) {
+                        // Before Linux 6.4: this thread's system calls go unchecked in calls.
+                        debug!(tid, %error, "syscall user dispatch unavailable for a new thread");
+                    }
+                    Ok(())
+                }
+                None => Err(format!("no selector for slot {slot}")),
+            },
             Action::Finish { exit_code } => {
                 debug!(pid, exit_code, "traced program gone, supervisor exits");
                 std::process::exit(exit_code);

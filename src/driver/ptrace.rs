@@ -193,6 +193,23 @@ pub(super) fn syscall_stop_is_entry(tid: i32) -> Result<bool, String> {
     Ok(info[0] == 1)
 }
 
+/// Turns on syscall user dispatch for the stopped thread (Linux 6.4 and later): while the
+/// byte at `selector` blocks, its system calls outside `offset..offset + len` raise SIGSYS.
+pub(super) fn set_syscall_dispatch(tid: i32, selector: u64, offset: u64, len: u64) -> Result<(), String> {
+    const PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG: libc::c_uint = 0x4210;
+    /// `PR_SYS_DISPATCH_ON`.
+    const ON: u64 = 1;
+    // struct ptrace_sud_config: mode, selector, offset, len.
+    let config: [u64; 4] = [ON, selector, offset, len];
+    let size = std::mem::size_of_val(&config);
+    // SAFETY: `config` is the 32-byte structure whose size is passed; the kernel only reads it.
+    let result = unsafe { libc::ptrace(PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG, tid, size, config.as_ptr()) };
+    if result != 0 {
+        return Err(last_error("PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG", tid));
+    }
+    Ok(())
+}
+
 /// Detaches from the stopped task, which resumes untraced.
 pub(super) fn detach(tid: i32) -> Result<(), String> {
     // SAFETY: PTRACE_DETACH takes the signal to deliver (none) in `data` and no pointer.

@@ -40,7 +40,8 @@ pub fn options_from_environment() -> ffitrace::Options {
         .and_then(|text| text.parse().ok())
         .unwrap_or_default();
     let emulate_simple_accesses = std::env::var("FFITRACE_EMULATE").map_or(true, |value| value != "0");
-    ffitrace::Options { page_protection, emulate_simple_accesses, ..ffitrace::Options::default() }
+    let stopless_calls = std::env::var("FFITRACE_STOPLESS").map_or(true, |value| value != "0");
+    ffitrace::Options { page_protection, emulate_simple_accesses, stopless_calls, ..ffitrace::Options::default() }
 }
 
 pub fn main() {

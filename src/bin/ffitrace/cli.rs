@@ -53,6 +53,10 @@ Environment:
                  carrying out simple loads and stores, stos and rep movs in the
                  supervisor (same results, slower); '1', 'on', 'yes', 'true' or
                  unset carries them out
+  FFITRACE_STOPLESS
+                 '0' (or 'off', 'no', 'false') makes the call stop at its start
+                 and end, as on kernels without syscall user dispatch; on by
+                 default (same results, the call costs two stops fewer)
   NO_COLOR       when set and non-empty, the byte map uses letters even on a terminal
 
 Signals:

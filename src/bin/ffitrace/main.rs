@@ -93,15 +93,14 @@ fn run() -> i32 {
         }
     }
     let report = crash::handler(buffers.clone(), style, page_size);
-    let emulate_simple_accesses = match std::env::var("FFITRACE_EMULATE").as_deref() {
-        Err(_) | Ok("1" | "on" | "yes" | "true") => true,
-        Ok("0" | "off" | "no" | "false") => false,
-        Ok(other) => {
-            tell!("error: FFITRACE_EMULATE: '{other}' is not one of 0, off, no, false, 1, on, yes, true");
+    let (emulate_simple_accesses, stopless_calls) = match (switch("FFITRACE_EMULATE"), switch("FFITRACE_STOPLESS")) {
+        (Ok(emulate), Ok(stopless)) => (emulate, stopless),
+        (Err(error), _) | (_, Err(error)) => {
+            tell!("error: {error}");
             return EXIT_USAGE;
         }
     };
-    let options = ffitrace::Options { report, page_protection, emulate_simple_accesses, ..Default::default() };
+    let options = ffitrace::Options { report, page_protection, emulate_simple_accesses, stopless_calls, ..Default::default() };
     // SAFETY: nothing in this program has started a thread yet.
     if let Err(error) = unsafe { ffitrace::init(options) } {
         tell!("error: cannot trace the call: {error}");
@@ -185,4 +184,13 @@ fn style(json: bool) -> Style {
     }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     Style::Text { color: !no_color && std::io::stdout().is_terminal() }
+}
+
+/// Reads an on/off environment variable, on when unset.
+fn switch(name: &str) -> Result<bool, String> {
+    match std::env::var(name).as_deref() {
+        Err(_) | Ok("1" | "on" | "yes" | "true") => Ok(true),
+        Ok("0" | "off" | "no" | "false") => Ok(false),
+        Ok(other) => Err(format!("{name}: '{other}' is not one of 0, off, no, false, 1, on, yes, true")),
+    }
 }
