@@ -45,6 +45,7 @@ mod word {
     pub const PUBLISHED_CALL: usize = 16;
     pub const PUBLISHED_LEN: usize = 17;
     pub const COMPLETE: usize = 18;
+    pub const HIGHEST_SLOT: usize = 19;
 }
 
 const SINGLE_BYTES: usize = 16;
@@ -123,11 +124,17 @@ impl Board {
         Ok(())
     }
 
-    /// Sets every thread slot's selector.
+    /// Sets the selector of every thread slot in use.
     fn set_selectors(&self, value: u8) {
-        for slot in 0..SELECTOR_SLOTS {
+        let highest = (self.word(word::HIGHEST_SLOT).load(Ordering::Acquire) as usize).min(SELECTOR_SLOTS - 1);
+        for slot in 0..=highest {
             self.selector(slot).store(value, Ordering::Relaxed);
         }
+    }
+
+    /// Counts `slot` among the slots in use, whose selectors the program sets.
+    pub(crate) fn use_slot(&self, slot: u16) {
+        self.word(word::HIGHEST_SLOT).fetch_max(u64::from(slot), Ordering::AcqRel);
     }
 
     // The program's side.

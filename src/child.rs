@@ -479,10 +479,19 @@ impl Channel {
     }
 }
 
-/// Returns the calling thread's id.
+thread_local! {
+    static THREAD_ID: Cell<i32> = const { Cell::new(0) };
+}
+
+/// Returns the calling thread's id, asking the kernel once per thread.
 fn current_thread_id() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
+    THREAD_ID.with(|id| {
+        if id.get() == 0 {
+            // SAFETY: gettid has no preconditions.
+            id.set(unsafe { libc::gettid() });
+        }
+        id.get()
+    })
 }
 
 /// Queues the protocol signal, marked with the protocol cookie, to the calling thread, and

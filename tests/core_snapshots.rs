@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use ffitrace::core::{
-    Action, Disposition, ExecEvent, SigInfo, SignalStop, Supervisor, SyscallPhase, TaskKind, PROTOCOL_COOKIE,
+    Action, BoardCall, Disposition, ExecEvent, SigInfo, SignalStop, Supervisor, SyscallPhase, TaskKind, PROTOCOL_COOKIE,
     PROTOCOL_SIGNAL, SYS_GETPPID,
 };
 use ffitrace::messages::{ChildMessage, Protection, StartRequest};
@@ -1148,5 +1148,54 @@ fn fork_released_after_end() {
         "with mprotect, the program forks during a call and ends the call before the forked \
          process's first stop: the process still has its copy of the page protected, so the \
          gadget opens it there before it is detached",
+    );
+}
+
+/// `si_code` of a SIGSYS raised by syscall user dispatch.
+const SYS_USER_DISPATCH: i32 = 2;
+const SIGSYS: i32 = 31;
+/// The x86-64 number of `read`.
+const SYS_READ: u64 = 0;
+
+impl Script {
+    /// Plays the driver seeing call number `call` of the main thread on the call board.
+    fn board(&mut self, call: u64, active: bool, pages: &[PageRange]) {
+        let request = StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate: true };
+        self.feed(ExecEvent::CallBoard(BoardCall { call, active, tid: CHILD_PID, request }));
+    }
+}
+
+#[test]
+fn board_call_publishes_its_accesses() {
+    let mut script = Script::new(MPROTECT);
+    script.board(1, true, &[pages(PAGE_A, 1)]);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_TO_RDI));
+    script.board(1, false, &[pages(PAGE_A, 1)]);
+    script.feed(script.fault(CHILD_PID, PAGE_A + 0x10, PAGE_A + 0x10, MOV_EAX_TO_RDI));
+    script.assert_snapshot(
+        "core_board_call",
+        "a call announced on the call board: the fault's store is carried out and published to \
+         the board before the thread continues, with no start or end stop; once the board shows \
+         the call ended, a fault at the same address is a crash",
+    );
+}
+
+#[test]
+fn board_call_steps_blocked_system_call() {
+    let mut script = Script::new(MPROTECT);
+    script.spawn_thread(THREAD);
+    script.board(1, true, &[pages(PAGE_A, 1)]);
+    let after_syscall = CODE + SYSCALL_LEN;
+    let regs = Registers { rip: after_syscall, rax: SYS_READ, orig_rax: SYS_READ, rsi: PAGE_A, rdx: 8, ..base_registers() };
+    script.feed(stop(THREAD, SigInfo::new(SIGSYS, SYS_USER_DISPATCH, after_syscall), regs, Vec::new(), Disposition::Default));
+    let trap_flag = 0x100;
+    let done = Registers { rip: after_syscall, rax: (-14i64) as u64, r11: 0x246 | trap_flag, ..regs };
+    script.feed(trap(THREAD, TRAP_BRKPT, done));
+    script.assert_snapshot(
+        "core_board_system_call",
+        "a second thread's read into a traced page during a board call: at the SIGSYS the core \
+         notes the read, opens that thread's selector (slot 1), moves rip back onto the syscall \
+         instruction and steps it; at the trap it clears the trap flag the syscall saved in r11, \
+         blocks the selector again and continues, publishing the now incomplete trace",
     );
 }

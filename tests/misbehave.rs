@@ -213,6 +213,19 @@ fn system_call_into_traced_buffer_reported() {
 }
 
 #[test]
+fn new_thread_system_call_into_traced_buffer_reported() {
+    for protection in PROTECTIONS {
+        let run = call(protection, "thread_reads_into_traced_buffer", &["buf:16"]);
+        let stderr = String::from_utf8_lossy(&run.output.stderr);
+        assert_eq!(run.output.status.code(), Some(3), "[{protection}] stderr: {stderr}");
+        assert!(stderr.contains("called read(0x"), "[{protection}] stderr: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "[{protection}] only read is reported: {stderr}");
+        assert_eq!(run.returned, Some(u64::MAX), "[{protection}] read returned -1");
+        assert_eq!(run.accesses, vec![write(0, 8, 1)], "[{protection}] the thread's own store is traced");
+    }
+}
+
+#[test]
 fn own_segv_handler_sees_untraced_fault() {
     for protection in PROTECTIONS {
         let run = call(protection, "own_segv_handler_recovers", &["buf:16"]);

@@ -709,6 +709,12 @@ impl Supervisor {
         if self.tasks.is_new_process(tid) || !self.threads.contains_key(&tid) {
             return tasks::on_task_stop(self, tid, regs);
         }
+        if self.tasks.take_announced_thread(tid) {
+            // The first stop of a thread its parent announced: it can be configured now.
+            let mut actions = self.watch_system_calls(tid);
+            actions.extend(self.on_other_stop(tid, regs));
+            return actions;
+        }
         match self.threads.remove(&tid) {
             Some(Thread::Stepping(step)) => {
                 self.threads.insert(tid, Thread::Stepping(step));

@@ -70,16 +70,21 @@ impl Supervisor {
         Vec::new()
     }
 
-    /// Returns the board slot of thread `tid`, allocating one for a new thread. `None` when
-    /// every slot is taken: that thread's system calls are then not checked.
-    pub(super) fn watch_system_calls(&mut self, tid: i32) -> Option<Action> {
+    /// Gives new thread `tid` a board slot and turns dispatch on for it, its selector blocking
+    /// when a board call runs. With every slot taken, that thread's system calls are not
+    /// checked.
+    pub(super) fn watch_system_calls(&mut self, tid: i32) -> Vec<Action> {
         let taken: std::collections::BTreeSet<u16> = self.slots.values().copied().collect();
         let Some(slot) = (1..SLOTS).find(|slot| !taken.contains(slot)) else {
             warn!(tid, "no system-call selector left for this thread: its system calls in calls are not checked");
-            return None;
+            return Vec::new();
         };
         self.slots.insert(tid, slot);
-        Some(Action::WatchSystemCalls { tid, slot })
+        let mut actions = vec![Action::WatchSystemCalls { tid, slot }];
+        if self.call.as_ref().is_some_and(|call| call.board.is_some()) {
+            actions.push(Action::SetSyscallSelector { slot, block: true });
+        }
+        actions
     }
 
     /// Handles a system call the thread's selector blocked: checks it, then steps it with the

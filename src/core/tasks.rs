@@ -60,6 +60,15 @@ impl NewTasks {
         self.releasing.contains_key(&tid) || matches!(self.announced.get(&tid), Some((TaskKind::Fork | TaskKind::Vfork, _)))
     }
 
+    /// Returns true, once, for a thread announced by its parent before its first stop.
+    pub(crate) fn take_announced_thread(&mut self, tid: i32) -> bool {
+        if matches!(self.announced.get(&tid), Some((TaskKind::Thread, _))) {
+            self.announced.remove(&tid);
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn forget(&mut self, tid: i32) {
         self.announced.remove(&tid);
         self.stopped_early.remove(&tid);
@@ -146,7 +155,7 @@ fn first_stop(
     call: Option<ForkedCall>,
 ) -> Vec<Action> {
     if kind == TaskKind::Thread {
-        let mut actions: Vec<Action> = supervisor.watch_system_calls(tid).into_iter().collect();
+        let mut actions = supervisor.watch_system_calls(tid);
         if supervisor.world_stopped() {
             supervisor.threads.insert(tid, Thread::Held(Held { stopped: true, ..Held::default() }));
             return actions;
