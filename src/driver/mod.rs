@@ -60,7 +60,7 @@ pub(crate) fn supervise(
 
     let mut core = Supervisor::new(pid);
     loop {
-        let event = wait::next_event(pid);
+        let event = wait::next_event(pid, driver.program_memory.as_ref());
         // The stop may be the first the core hears of a board call, or the first after one.
         if let Some(change) = driver.board.as_ref().and_then(|board| board.poll(&mut driver.board_seen)) {
             driver.run(&mut core, ExecEvent::CallBoard(change));

@@ -263,6 +263,17 @@ pub(super) fn read_code(pid: i32, rip: u64) -> Vec<u8> {
     code
 }
 
+/// Reads up to 15 instruction bytes at `rip` from the process's open `/proc/PID/mem`,
+/// stopping early at an unmapped page.
+pub(super) fn read_code_from(memory: &std::fs::File, rip: u64) -> Vec<u8> {
+    const MAX_INSTRUCTION_LEN: usize = 15;
+    let mut code = vec![0u8; MAX_INSTRUCTION_LEN];
+    // A read that crosses into an unmapped page returns the bytes before it.
+    let read = memory.read_at(&mut code, rip).unwrap_or(0);
+    code.truncate(read);
+    code
+}
+
 fn from_raw_registers(raw: &libc::user_regs_struct) -> Registers {
     Registers {
         r15: raw.r15,
