@@ -110,7 +110,7 @@ impl Board {
         unsafe { &*self.base.add(SELECTORS_AT + slot).cast::<AtomicU8>() }
     }
 
-    /// The address of a thread slot's selector, the same in both processes.
+    /// Returns the address of a thread slot's selector, which is the same in both processes.
     pub(crate) fn selector_address(&self, slot: u16) -> Option<u64> {
         (usize::from(slot) < SELECTOR_SLOTS).then(|| self.base as u64 + (SELECTORS_AT + usize::from(slot)) as u64)
     }
@@ -241,15 +241,15 @@ impl Board {
         }
     }
 
-    /// Appends `records` to call number `call`'s published trace (starting it afresh for a
-    /// new call) and says whether the trace is complete without them.
+    /// Appends `records` to the published trace of call number `call`, starting it afresh for
+    /// a new call, and stores whether the trace is complete.
     pub(crate) fn publish(&self, call: u64, records: &[Recorded], complete: bool) {
         let mut len = 0;
         if self.word(word::PUBLISHED_CALL).load(Ordering::Relaxed) == call {
             len = self.word(word::PUBLISHED_LEN).load(Ordering::Relaxed) as usize;
         } else {
-            // A reader of the old call sees no length change: it finished before this call
-            // began, since the program runs its calls one at a time.
+            // No reader of the old call remains: it finished reading before this call began,
+            // because the program runs its calls one at a time.
             self.word(word::PUBLISHED_LEN).store(0, Ordering::Release);
             self.word(word::COMPLETE).store(1, Ordering::Release);
             self.word(word::PUBLISHED_CALL).store(call, Ordering::Release);
@@ -302,8 +302,8 @@ fn decode_access(bytes: &[u8]) -> Option<Access> {
     Some(Access { addr, size, kind: kind_from(*bytes.get(12)?)? })
 }
 
-/// A single access takes 16 bytes; a run takes 64: its pattern as two accesses, count,
-/// stride and pattern length.
+/// Encodes one record: a single access in 16 bytes, a run in 64 (its pattern as two
+/// accesses, then count, stride and pattern length).
 fn encode_record(record: &Recorded) -> Vec<u8> {
     match record {
         Recorded::Access(access) => {
@@ -377,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_tag_asks_the_supervisor() {
+    fn decode_rejects_bad_records() {
         let mut bytes = encode_record(&Recorded::Access(Access { addr: 1, size: 1, kind: AccessKind::Read }));
         bytes[13] = 9;
         assert!(decode_records(&bytes).is_none());

@@ -26,6 +26,10 @@
 //!    parent's id back instead sends [`ChildMessage::End`] and stops as in step 1. Then it
 //!    makes the pages accessible again.
 //!
+//! Where the kernel has syscall user dispatch, steps 1, 2 and 4 take no stop: the program
+//! announces the call on the call board and the core learns of it at the call's first stop
+//! (see [`stopless`]).
+//!
 //! Every thread of the program is traced. Processes the program forks are traced only until
 //! their copy of the pages is made accessible, then detached (see [`tasks`]).
 #![forbid(unsafe_code)]
