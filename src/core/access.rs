@@ -199,7 +199,7 @@ pub(super) fn on_signal(call: &mut Call, mut step: AccessStep, stop: SignalStop)
         step.resume_regs = stop.regs;
         step.deferred.insert(0, stop.info);
         let (next, closing) = step.close();
-        let mut actions: Vec<Action> = crash.into_iter().map(Action::Report).collect();
+        let mut actions: Vec<Action> = crash.into_iter().map(|report| Action::Report(Box::new(report))).collect();
         actions.extend(closing);
         return (next, actions);
     }
@@ -310,7 +310,7 @@ fn pushed_flags_width(code: &[u8]) -> Option<usize> {
 
 fn protocol_failure(call: &mut Call, message: String) -> (Thread, Vec<Action>) {
     let report = Report::ProtocolError { message, trace: Some(call.trace.clone()) };
-    (Thread::Running, vec![Action::Report(report), Action::Kill])
+    (Thread::Running, vec![Action::Report(Box::new(report)), Action::Kill])
 }
 
 impl AccessStep {

@@ -60,7 +60,7 @@ pub enum Action {
     /// Send a message to the child over the IPC channel.
     Reply(SupervisorMessage),
     /// Hand a diagnosis to the embedder (crash, death mid-call, protocol breach).
-    Report(Report),
+    Report(Box<Report>),
     /// Kill the traced program with SIGKILL.
     Kill,
     /// The traced program is gone: stop supervising and exit with this status.

@@ -390,7 +390,7 @@ impl Supervisor {
             // The program ended without acknowledging its last trace: report it.
             let mut actions = Vec::new();
             if let Some((trace, pages)) = self.undelivered.take() {
-                actions.push(Action::Report(Report::DiedDuringCall { status, trace, pages }));
+                actions.push(Action::Report(Box::new(Report::DiedDuringCall { status, trace, pages })));
             }
             actions.extend(self.finish(status));
             return actions;
@@ -402,7 +402,7 @@ impl Supervisor {
         let message = format!("the traced program stopped for a protocol message but sent none: {reason}");
         let trace = self.call.as_ref().map(|call| call.trace.clone());
         self.lifecycle = Lifecycle::Dying;
-        vec![Action::Report(Report::ProtocolError { message, trace }), Action::Kill]
+        vec![Action::Report(Box::new(Report::ProtocolError { message, trace })), Action::Kill]
     }
 
     fn on_signal(&mut self, stop: SignalStop) -> Vec<Action> {
@@ -457,7 +457,11 @@ impl Supervisor {
     /// After a crash report or a kill the program is about to die; a later exit needs no
     /// second report.
     fn note_fatal_actions(&mut self, actions: &[Action]) {
-        let fatal = actions.iter().any(|action| matches!(action, Action::Kill | Action::Report(Report::Crash(_))));
+        let fatal = actions.iter().any(|action| match action {
+            Action::Kill => true,
+            Action::Report(report) => matches!(**report, Report::Crash(_)),
+            _ => false,
+        });
         if fatal {
             self.lifecycle = Lifecycle::Dying;
         }
@@ -483,7 +487,7 @@ impl Supervisor {
         if self.lifecycle == Lifecycle::Running && is_fatal_fault(&stop) {
             self.lifecycle = Lifecycle::Dying;
             let report = crash_report(&stop, self.call.as_ref());
-            return (Thread::Running, vec![Action::Report(report), Action::Continue { tid, signal: Some(stop.info) }]);
+            return (Thread::Running, vec![Action::Report(Box::new(report)), Action::Continue { tid, signal: Some(stop.info) }]);
         }
         (Thread::Running, vec![Action::Continue { tid, signal: Some(stop.info) }])
     }
@@ -775,7 +779,7 @@ impl Supervisor {
         if let Some(call) = self.call.take() {
             if self.lifecycle != Lifecycle::Dying {
                 let pages = call.pages.runs().to_vec();
-                actions.push(Action::Report(Report::DiedDuringCall { status, trace: call.trace, pages }));
+                actions.push(Action::Report(Box::new(Report::DiedDuringCall { status, trace: call.trace, pages })));
             }
             self.undelivered = None;
         }

@@ -215,7 +215,7 @@ fn parse_plan(value: &str) -> Result<Plan, String> {
 /// Counts the step before the driver executes `action` and injects the fault if it is the
 /// chosen one.
 pub(super) fn before_action(pid: i32, action: &Action) {
-    let program_reaped = matches!(action, Action::Finish { .. } | Action::Report(Report::DiedDuringCall { .. }));
+    let program_reaped = matches!(action, Action::Finish { .. } | Action::Report(Box::new(Report::DiedDuringCall { .. })));
     reach(pid, "before-action", action_name(action), program_reaped);
 }
 
