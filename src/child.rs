@@ -234,7 +234,8 @@ pub fn set_exit_code(code: i32) -> Result<(), TraceError> {
 /// protected, `call` does not run and the error names the wrong range. The ranges should be
 /// readable and writable, because the pages are made inaccessible for the duration of `call`
 /// and `PROT_READ | PROT_WRITE` afterwards, whatever their protection was before.
-/// When tracing is off, `call` runs untraced and the outcome gives the reason.
+/// When tracing is off, and in a process forked from the program, `call` runs untraced and
+/// the outcome gives the reason.
 ///
 /// Accesses by every thread of the program during `call` are traced. Traced calls run one
 /// at a time: a `trace_call` from another thread waits until the running one returns, so a
@@ -275,6 +276,13 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
             return Ok(Traced { value: call(), outcome: TraceOutcome::Untraced(reason) });
         }
     };
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } != channel.pid {
+        // A process the program forked: the supervisor does not trace it, and the call board
+        // is not mapped in it.
+        let reason = "this process was forked from the traced program, which alone is traced".to_string();
+        return Ok(Traced { value: call(), outcome: TraceOutcome::Untraced(reason) });
+    }
 
     // The pages are protected before the call is announced, so the supervisor never sees this
     // process change their protection while a call is traced.

@@ -76,6 +76,29 @@ pub fn status_calls_inside_call_return(_: &Fixtures) -> TestResult {
     }
 }
 
+pub fn forked_process_runs_untraced(_: &Fixtures) -> TestResult {
+    let pages = Pages::new(1);
+    let range = pages.range();
+    let base = pages.base;
+    // SAFETY: the child only calls trace_call on its own copy of the page, then _exit.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let traced = ffitrace::trace_call(&[range], || unsafe { base.write(9) });
+        let untraced = matches!(traced, Ok(ffitrace::Traced { outcome: TraceOutcome::Untraced(_), .. }));
+        let written = unsafe { base.read() } == 9;
+        // SAFETY: _exit ends the forked copy without running the parent's destructors.
+        unsafe { libc::_exit(if untraced && written { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+    expect_eq("waitpid", waited, child)?;
+    expect_eq("forked process exit status (0: ran untraced and wrote)", status, 0)?;
+    // The program itself is still traced.
+    let ((), trace) = trace(&[&pages], || unsafe { base.write(4) })?;
+    expect_eq("accesses after the fork", trace.accesses.len(), 1)
+}
+
 pub fn panic_in_call_ends_it(_: &Fixtures) -> TestResult {
     let pages = Pages::new(1);
     let range = pages.range();
