@@ -63,19 +63,24 @@ pub enum Method {
     /// ffitrace's default protection (a protection key here) with emulation turned off, so
     /// every access is stepped: two stops.
     DefaultStepped,
-    /// ffitrace's default options: `PageProtection::Auto` and emulation of simple accesses.
+    /// ffitrace's default options with `stopless_calls: false`: each call also stops at its
+    /// start and its end.
+    DefaultStops,
+    /// ffitrace's default options: `PageProtection::Auto`, emulation of simple accesses and
+    /// calls that start and end without a stop.
     Default,
     /// valgrind's lackey tool on the C driver.
     Lackey,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::Untraced,
         Method::Floor,
         Method::SeedStyle,
         Method::Mprotect,
         Method::DefaultStepped,
+        Method::DefaultStops,
         Method::Default,
         Method::Lackey,
     ];
@@ -87,6 +92,7 @@ impl Method {
             Method::SeedStyle => "seed-style",
             Method::Mprotect => "mprotect",
             Method::DefaultStepped => "default-step",
+            Method::DefaultStops => "default-stops",
             Method::Default => "default",
             Method::Lackey => "lackey",
         }

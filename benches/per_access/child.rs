@@ -69,16 +69,18 @@ fn parse(description: &str) -> Result<(Method, Workload, usize, Duration), Strin
 fn measure(method: Method, workload: Workload, size: usize, target: Duration) -> Result<Measurement, String> {
     let library = Library::load(&Fixtures::paths().library)?;
     // The seed-style tracer steps every access: it has no supervisor-side emulation.
-    let (page_protection, emulate_simple_accesses) = match method {
+    let (page_protection, emulate_simple_accesses, stopless_calls) = match method {
         Method::Untraced => return untraced(&library, workload, size, target),
         Method::Floor => return floor::measure(&library, workload, size, target),
-        Method::SeedStyle => (PageProtection::ComparisonZeroedStack, false),
-        Method::Mprotect => (PageProtection::Mprotect, true),
-        Method::DefaultStepped => (PageProtection::Auto, false),
-        Method::Default => (PageProtection::Auto, true),
+        Method::SeedStyle => (PageProtection::ComparisonZeroedStack, false, false),
+        Method::Mprotect => (PageProtection::Mprotect, true, true),
+        Method::DefaultStepped => (PageProtection::Auto, false, true),
+        Method::DefaultStops => (PageProtection::Auto, true, false),
+        Method::Default => (PageProtection::Auto, true, true),
         Method::Lackey => return Err("lackey runs valgrind from the parent".to_string()),
     };
-    let options = ffitrace::Options { page_protection, emulate_simple_accesses, ..ffitrace::Options::default() };
+    let options =
+        ffitrace::Options { page_protection, emulate_simple_accesses, stopless_calls, ..ffitrace::Options::default() };
     // SAFETY: this process has one thread: the bench's main has started none.
     unsafe { ffitrace::init(options) }.map_err(|error| format!("ffitrace::init failed: {error}"))?;
 

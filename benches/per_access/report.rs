@@ -362,7 +362,7 @@ fn print_table(samples: &BTreeMap<Key, Vec<Sample>>, placement: Placement, selec
     println!();
     println!("placement: {}", placement.name());
     println!(
-        "{:<9} {:<12} {:>26} {:>9} {:>6} {:>9} {:>10} {:>19} {:>9} {:>10}",
+        "{:<9} {:<13} {:>26} {:>9} {:>6} {:>9} {:>10} {:>19} {:>9} {:>10}",
         "workload", "method", "size", "acc/call", "stops", "ms/call", "µs/access", "min-max", "x floor", "x untraced"
     );
     for &workload in selected {
@@ -370,7 +370,7 @@ fn print_table(samples: &BTreeMap<Key, Vec<Sample>>, placement: Placement, selec
         let untraced = row(samples, (placement, workload, Method::Untraced));
         for &method in methods {
             let Some(row) = row(samples, (placement, workload, method)) else {
-                println!("{:<9} {:<12} (no result)", workload.name(), method.name());
+                println!("{:<9} {:<13} (no result)", workload.name(), method.name());
                 continue;
             };
             let ratio = |base: &Option<Row>| {
@@ -378,7 +378,7 @@ fn print_table(samples: &BTreeMap<Key, Vec<Sample>>, placement: Placement, selec
             };
             let marker = if method == Method::Floor && !workload.floor_follows_path() { "*" } else { "" };
             println!(
-                "{:<9} {:<12} {:>26} {:>9.0} {:>6} {:>9.3} {:>10} {:>19} {:>9} {:>10}",
+                "{:<9} {:<13} {:>26} {:>9.0} {:>6} {:>9.3} {:>10} {:>19} {:>9} {:>10}",
                 workload.name(),
                 method.name(),
                 workload.describe(row.size),
