@@ -1199,3 +1199,22 @@ fn board_call_steps_blocked_system_call() {
          blocks the selector again and continues, publishing the now incomplete trace",
     );
 }
+
+#[test]
+fn board_sigreturn_keeps_r11() {
+    const SYS_RT_SIGRETURN: u64 = 15;
+    let mut script = Script::new(MPROTECT);
+    script.board(1, true, &[pages(PAGE_A, 1)]);
+    let after_syscall = CODE + SYSCALL_LEN;
+    let regs = Registers { rip: after_syscall, rax: SYS_RT_SIGRETURN, orig_rax: SYS_RT_SIGRETURN, ..base_registers() };
+    script.feed(stop(CHILD_PID, SigInfo::new(SIGSYS, SYS_USER_DISPATCH, after_syscall), regs, Vec::new(), Disposition::Default));
+    // The interrupted code's r11 happens to have bit 8 set.
+    let restored = Registers { rip: INTERRUPTED_RIP, r11: 0x1234_5f00, ..base_registers() };
+    script.feed(trap(CHILD_PID, TRAP_TRACE, restored));
+    script.assert_snapshot(
+        "core_board_sigreturn",
+        "rt_sigreturn blocked during a board call is stepped like any system call, but at the trap \
+         r11 holds the interrupted code's value, so the core leaves it alone: only the selector \
+         is blocked again before the thread continues",
+    );
+}

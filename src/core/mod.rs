@@ -141,7 +141,7 @@ pub(crate) enum Thread {
     Held(Held),
     /// Steps a system call that its selector blocked during a board call, with the selector
     /// of its slot open.
-    InSystemCall { slot: u16, flags: u64 },
+    InSystemCall(stopless::SystemCallStep),
 }
 
 /// The use of the vector registers a thread waits for.
@@ -413,7 +413,7 @@ impl Supervisor {
         let thread = self.threads.remove(&tid).unwrap_or(Thread::Running);
         let (next, actions) = match thread {
             Thread::Running => self.on_running_signal(stop),
-            Thread::InSystemCall { slot, flags } => self.on_system_call_signal(slot, flags, stop),
+            Thread::InSystemCall(step) => self.on_system_call_signal(step, stop),
             Thread::Stepping(step) => match self.call.as_mut() {
                 Some(call) if !step.call_ended() => access::on_signal(call, step, stop),
                 _ => access::on_signal_after_call(step, stop),
@@ -698,7 +698,7 @@ impl Supervisor {
                 Vec::new()
             }
             // The event interrupts the step of its clone, fork or vfork: step on.
-            Some(Thread::InSystemCall { .. }) => vec![Action::Step { tid: parent, signal: None }],
+            Some(Thread::InSystemCall(_)) => vec![Action::Step { tid: parent, signal: None }],
             _ => vec![Action::Continue { tid: parent, signal: None }],
         };
         actions.extend(tasks::on_new_task(self, tid, kind));
@@ -728,8 +728,8 @@ impl Supervisor {
                 self.threads.insert(tid, Thread::Stepping(step));
                 vec![Action::Step { tid, signal: None }]
             }
-            Some(Thread::InSystemCall { slot, flags }) => {
-                self.threads.insert(tid, Thread::InSystemCall { slot, flags });
+            Some(Thread::InSystemCall(step)) => {
+                self.threads.insert(tid, Thread::InSystemCall(step));
                 vec![Action::Step { tid, signal: None }]
             }
             Some(Thread::Held(mut held)) => {

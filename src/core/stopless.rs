@@ -33,6 +33,23 @@ const TRAP_FLAG: u64 = 0x100;
 /// Thread slots on the call board; slot 0 is the program's main thread.
 const SLOTS: u16 = 4096;
 
+/// The x86-64 numbers of the system calls after which r11 does not hold the saved flags:
+/// `rt_sigreturn` restores the interrupted context, `execve` and `execveat` start a program.
+const SYS_RT_SIGRETURN: u64 = 15;
+const SYS_EXECVE: u64 = 59;
+const SYS_EXECVEAT: u64 = 322;
+
+/// A system call being stepped with its thread's selector open.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SystemCallStep {
+    /// The thread's slot on the call board.
+    slot: u16,
+    /// The thread's flags before the step.
+    flags: u64,
+    /// The system call's number.
+    number: u64,
+}
+
 /// Returns true for a SIGSYS that syscall user dispatch raised in place of a system call.
 pub(super) fn is_dispatched_syscall(stop: &SignalStop) -> bool {
     stop.info.signo == SIGSYS && stop.info.code == SYS_USER_DISPATCH
@@ -108,20 +125,22 @@ impl Supervisor {
         }
         self.check_syscall_entry(tid, &entry);
         actions.push(Action::Step { tid, signal: None });
-        (Thread::InSystemCall { slot, flags: stop.regs.eflags }, actions)
+        (Thread::InSystemCall(SystemCallStep { slot, flags: stop.regs.eflags, number }), actions)
     }
 
     /// Handles a signal stop of a thread that steps a system call: the trap after it blocks
     /// the selector again; another signal is delivered with the step going on.
-    /// `flags` are the thread's flags before the step.
-    pub(super) fn on_system_call_signal(&mut self, slot: u16, flags: u64, stop: SignalStop) -> (Thread, Vec<Action>) {
+    pub(super) fn on_system_call_signal(&mut self, step: SystemCallStep, stop: SignalStop) -> (Thread, Vec<Action>) {
         let tid = stop.tid;
+        let slot = step.slot;
         if stop.info.signo != SIGTRAP || stop.info.code <= 0 {
-            return (Thread::InSystemCall { slot, flags }, vec![Action::Step { tid, signal: Some(stop.info) }]);
+            return (Thread::InSystemCall(step), vec![Action::Step { tid, signal: Some(stop.info) }]);
         }
         let mut actions = Vec::new();
-        // `syscall` saves the flags in r11, the step's trap flag among them.
-        if stop.regs.r11 & TRAP_FLAG != 0 && flags & TRAP_FLAG == 0 {
+        // `syscall` saves the flags in r11, the step's trap flag among them. After the calls
+        // that load other registers, r11 is the program's own value and stays.
+        let saved_flags = !matches!(step.number, SYS_RT_SIGRETURN | SYS_EXECVE | SYS_EXECVEAT);
+        if saved_flags && stop.regs.r11 & TRAP_FLAG != 0 && step.flags & TRAP_FLAG == 0 {
             let regs = Registers { r11: stop.regs.r11 & !TRAP_FLAG, ..stop.regs };
             actions.push(Action::SetRegisters { tid, regs });
         }
