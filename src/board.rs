@@ -42,6 +42,8 @@ mod word {
     pub const PROTECTION_VALUE: usize = 5;
     pub const EMULATE: usize = 6;
     pub const RUNS: usize = 7;
+    pub const EXEMPT_START: usize = 8;
+    pub const EXEMPT_LEN: usize = 9;
     pub const PUBLISHED_CALL: usize = 16;
     pub const PUBLISHED_LEN: usize = 17;
     pub const COMPLETE: usize = 18;
@@ -141,7 +143,8 @@ impl Board {
 
     /// Announces call number `call` of thread `tid` and blocks every thread's system calls.
     /// Returns false, announcing nothing, when the request has too many runs for the board.
-    pub(crate) fn begin(&self, call: u64, tid: i32, request: &StartRequest) -> bool {
+    /// `exempt` is the code range that syscall user dispatch lets through.
+    pub(crate) fn begin(&self, call: u64, tid: i32, request: &StartRequest, exempt: (u64, u64)) -> bool {
         if request.pages.len() > MAX_RUNS {
             return false;
         }
@@ -164,6 +167,8 @@ impl Board {
         self.word(word::PROTECTION_VALUE).store(value, Ordering::Relaxed);
         self.word(word::EMULATE).store(u64::from(request.emulate), Ordering::Relaxed);
         self.word(word::RUNS).store(request.pages.len() as u64, Ordering::Relaxed);
+        self.word(word::EXEMPT_START).store(exempt.0, Ordering::Relaxed);
+        self.word(word::EXEMPT_LEN).store(exempt.1, Ordering::Relaxed);
         self.word(word::CALL).store(call, Ordering::Release);
         self.word(word::ACTIVE).store(1, Ordering::Release);
         self.set_selectors(SELECTOR_BLOCK);
@@ -213,7 +218,11 @@ impl Board {
             }
             *last = (call, active);
             let tid = self.word(word::TID).load(Ordering::Relaxed) as i32;
-            return Some(BoardCall { call, active, tid, request });
+            let exempt = PageRange {
+                start: self.word(word::EXEMPT_START).load(Ordering::Relaxed),
+                len: self.word(word::EXEMPT_LEN).load(Ordering::Relaxed),
+            };
+            return Some(BoardCall { call, active, tid, request, exempt });
         }
     }
 

@@ -32,11 +32,52 @@ extern "C" {
     fn ffitrace_syscall_gadget();
 }
 
-/// The gadget's address and length: the range from which syscall user dispatch lets system
-/// calls through, so the supervisor's own `mprotect`s run while the selectors block.
+/// Size of the exempt code area: the `syscall` gadget, then one trampoline per `syscall`
+/// site of the native code (see `core/stopless.rs`).
+const EXEMPT_CODE_BYTES: usize = 64 << 10;
+
+/// Start of the exempt code area, or 0 when calls do not use the call board. `init` maps it
+/// before it forks, so it lies at the same address in both processes.
+static EXEMPT_CODE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Maps the exempt code area with a `syscall` gadget (`syscall; int3`) at its start, and
+/// returns its address. `None` where executable anonymous memory is not allowed.
+fn map_exempt_code() -> Option<u64> {
+    // SAFETY: a fresh private anonymous mapping, written before it becomes executable.
+    unsafe {
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            EXEMPT_CODE_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        // int3 everywhere, so a jump into a free trampoline traps instead of running zeros.
+        std::ptr::write_bytes(base.cast::<u8>(), 0xcc, EXEMPT_CODE_BYTES);
+        std::ptr::copy_nonoverlapping([0x0f, 0x05].as_ptr(), base.cast::<u8>(), 2);
+        if libc::mprotect(base, EXEMPT_CODE_BYTES, libc::PROT_READ | libc::PROT_EXEC) != 0 {
+            libc::munmap(base, EXEMPT_CODE_BYTES);
+            return None;
+        }
+        Some(base as u64)
+    }
+}
+
+/// The range from which syscall user dispatch lets system calls through: the exempt code
+/// area, or the built-in gadget alone when there is none. The supervisor's own `mprotect`s
+/// run from there while the selectors block.
 pub(crate) fn syscall_gadget_range() -> (u64, u64) {
-    // The kernel compares the address after the `syscall` instruction: the `int3` after it.
-    (ffitrace_syscall_gadget as *const () as usize as u64, 3)
+    match EXEMPT_CODE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {
+            // The kernel compares the address after the `syscall` instruction: the `int3` after it.
+            (ffitrace_syscall_gadget as *const () as usize as u64, 3)
+        }
+        start => (start, EXEMPT_CODE_BYTES as u64),
+    }
 }
 
 /// The child's end of the protocol, set by a successful [`init`].
@@ -92,6 +133,9 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
     let (to_child, child_inbox) = ipc::channel::<SupervisorMessage>().map_err(ipc_error)?;
     let parent_pid = std::process::id() as i32;
     let board = if options.stopless_calls { Board::create().ok() } else { None };
+    let exempt_code = if board.is_some() { map_exempt_code() } else { None };
+    EXEMPT_CODE.store(exempt_code.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    let board = board.filter(|_| exempt_code.is_some());
 
     // SAFETY: the caller guarantees the process is single-threaded.
     match unsafe { libc::fork() } {
@@ -141,7 +185,7 @@ pub unsafe fn init(options: Options) -> Result<(), InitError> {
 /// Picks how pages are protected during calls. A protection key is allocated with access
 /// disabled, so this thread and every thread it creates later fault on pages that carry it.
 fn choose_protection(choice: PageProtection) -> Protection {
-    let syscall_gadget = ffitrace_syscall_gadget as *const () as usize as u64;
+    let (syscall_gadget, _) = syscall_gadget_range();
     let gadget = Protection::Mprotect { syscall_gadget, zeroed_stack: None };
     match choice {
         PageProtection::Mprotect => return gadget,
@@ -291,9 +335,9 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     protect(set, protection, Protect::Close)?;
     let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate };
     let tid = current_thread_id();
-    if let Some(board) = &channel.board {
+    if let Some(board) = channel.board.as_ref().filter(|_| fault_signals.allow_dispatch()) {
         let number = channel.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if board.begin(number, tid, &request) {
+        if board.begin(number, tid, &request, syscall_gadget_range()) {
             let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
             board.end();
             let outcome = match board.published(number) {
@@ -367,7 +411,7 @@ fn reopen(set: &PageSet, protection: Protection) {
 }
 
 /// The calling thread's disposition and mask of the signals tracing raises (SIGSEGV for each
-/// fault, SIGTRAP for each single-step).
+/// fault, SIGTRAP for each single-step, SIGSYS for each system call of a board call).
 ///
 /// When the kernel raises a fault or trap signal that the thread blocks or ignores, it resets
 /// the handler to SIG_DFL and unblocks the signal, so a traced call would leave those changes
@@ -375,7 +419,7 @@ fn reopen(set: &PageSet, protection: Protection) {
 // NOTE: during the call itself the changes remain visible to the native code.
 struct FaultSignals {
     mask: libc::sigset_t,
-    actions: [(libc::c_int, libc::sigaction); 2],
+    actions: [(libc::c_int, libc::sigaction); 3],
 }
 
 impl FaultSignals {
@@ -385,12 +429,23 @@ impl FaultSignals {
         unsafe {
             let mut mask: libc::sigset_t = std::mem::zeroed();
             libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
-            let mut actions = [(libc::SIGSEGV, std::mem::zeroed()), (libc::SIGTRAP, std::mem::zeroed())];
+            let mut actions =
+                [(libc::SIGSEGV, std::mem::zeroed()), (libc::SIGTRAP, std::mem::zeroed()), (libc::SIGSYS, std::mem::zeroed())];
             for (signal, action) in &mut actions {
                 libc::sigaction(*signal, std::ptr::null(), action);
             }
             FaultSignals { mask, actions }
         }
+    }
+
+    /// Returns true when SIGSYS has its default disposition and is not blocked. Only then may
+    /// a call raise SIGSYS for its system calls: the kernel would reset a handler that is
+    /// blocked, as it is while it runs, and an ignored SIGSYS, for the rest of the program.
+    fn allow_dispatch(&self) -> bool {
+        // SAFETY: sigismember reads the mask captured in `capture`.
+        let blocked = unsafe { libc::sigismember(&self.mask, libc::SIGSYS) } == 1;
+        let default = self.actions.iter().any(|(signal, action)| *signal == libc::SIGSYS && action.sa_sigaction == libc::SIG_DFL);
+        !blocked && default
     }
 
     /// Restores a disposition the kernel reset to SIG_DFL, and the block it lifted, for each

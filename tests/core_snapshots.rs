@@ -1156,12 +1156,32 @@ const SYS_USER_DISPATCH: i32 = 2;
 const SIGSYS: i32 = 31;
 /// The x86-64 number of `read`.
 const SYS_READ: u64 = 0;
+/// The program's code that syscall user dispatch lets through: the gadget, then trampolines.
+const EXEMPT: u64 = 0x7fff_f7ff_0000;
+/// `si_arch` values of a SIGSYS: a 64-bit `syscall` and a 32-bit `int 0x80`.
+const AUDIT_ARCH_X86_64: u64 = 0xc000_003e;
+const AUDIT_ARCH_I386: u64 = 0x4000_0003;
 
 impl Script {
-    /// Plays the driver seeing call number `call` of the main thread on the call board.
-    fn board(&mut self, call: u64, active: bool, pages: &[PageRange]) {
+    /// Plays the driver seeing call number `call` of the main thread on the call board, with
+    /// `exempt_len` bytes of exempt code.
+    fn board_with(&mut self, call: u64, active: bool, pages: &[PageRange], exempt_len: u64) {
         let request = StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate: true };
-        self.feed(ExecEvent::CallBoard(BoardCall { call, active, tid: CHILD_PID, request }));
+        let exempt = PageRange { start: EXEMPT, len: exempt_len };
+        self.feed(ExecEvent::CallBoard(BoardCall { call, active, tid: CHILD_PID, request, exempt }));
+    }
+
+    fn board(&mut self, call: u64, active: bool, pages: &[PageRange]) {
+        self.board_with(call, active, pages, 0x1_0000);
+    }
+
+    /// Plays thread `tid` stopped with the SIGSYS of a blocked system call whose `syscall`
+    /// (or `int 0x80`) ends at `after`.
+    fn blocked_syscall(&mut self, tid: i32, after: u64, regs: Registers, arch: u64) {
+        let mut info = SigInfo::new(SIGSYS, SYS_USER_DISPATCH, after);
+        info.raw[3] = (arch << 32) | regs.rax;
+        let regs = Registers { rip: after, orig_rax: regs.rax, ..regs };
+        self.feed(stop(tid, info, regs, Vec::new(), Disposition::Default));
     }
 }
 
@@ -1181,40 +1201,63 @@ fn board_call_publishes_its_accesses() {
 }
 
 #[test]
-fn board_call_steps_blocked_system_call() {
+fn board_system_call_runs_from_trampoline() {
     let mut script = Script::new(MPROTECT);
     script.spawn_thread(THREAD);
     script.board(1, true, &[pages(PAGE_A, 1)]);
-    let after_syscall = CODE + SYSCALL_LEN;
-    let regs = Registers { rip: after_syscall, rax: SYS_READ, orig_rax: SYS_READ, rsi: PAGE_A, rdx: 8, ..base_registers() };
-    script.feed(stop(THREAD, SigInfo::new(SIGSYS, SYS_USER_DISPATCH, after_syscall), regs, Vec::new(), Disposition::Default));
-    let trap_flag = 0x100;
-    let done = Registers { rip: after_syscall, rax: (-14i64) as u64, r11: 0x246 | trap_flag, ..regs };
-    script.feed(trap(THREAD, TRAP_BRKPT, done));
+    let site = CODE + SYSCALL_LEN;
+    let read = Registers { rax: SYS_READ, rsi: PAGE_A, rdx: 8, ..base_registers() };
+    script.blocked_syscall(THREAD, site, read, AUDIT_ARCH_X86_64);
+    script.blocked_syscall(THREAD, site, Registers { rsi: PAGE_A + 0x2000, ..read }, AUDIT_ARCH_X86_64);
+    // A signal arrives as the second read returns, before the trampoline jumps back.
+    let returned = Registers { rip: EXEMPT + 0x10 + SYSCALL_LEN, rcx: EXEMPT + 0x12, rax: 8, ..base_registers() };
+    script.feed(alarm(THREAD, returned));
     script.assert_snapshot(
         "core_board_system_call",
         "a second thread's read into a traced page during a board call: at the SIGSYS the core \
-         notes the read, opens that thread's selector (slot 1), moves rip back onto the syscall \
-         instruction and steps it; at the trap it clears the trap flag the syscall saved in r11, \
-         blocks the selector again and continues, publishing the now incomplete trace",
+         notes the read, writes a trampoline (syscall; mov rcx, site; jmp rcx) after the gadget \
+         and points the thread at it; the next read from the same site reuses it; a signal \
+         that stops the thread inside the trampoline is delivered with rip and rcx at the site",
     );
 }
 
 #[test]
-fn board_sigreturn_keeps_r11() {
-    const SYS_RT_SIGRETURN: u64 = 15;
+fn board_int80_system_call_stepped() {
     let mut script = Script::new(MPROTECT);
     script.board(1, true, &[pages(PAGE_A, 1)]);
-    let after_syscall = CODE + SYSCALL_LEN;
-    let regs = Registers { rip: after_syscall, rax: SYS_RT_SIGRETURN, orig_rax: SYS_RT_SIGRETURN, ..base_registers() };
-    script.feed(stop(CHILD_PID, SigInfo::new(SIGSYS, SYS_USER_DISPATCH, after_syscall), regs, Vec::new(), Disposition::Default));
-    // The interrupted code's r11 happens to have bit 8 set.
-    let restored = Registers { rip: INTERRUPTED_RIP, r11: 0x1234_5f00, ..base_registers() };
-    script.feed(trap(CHILD_PID, TRAP_TRACE, restored));
+    let site = CODE + SYSCALL_LEN;
+    // 32-bit getpid; r11 is the program's own value, which int 0x80 leaves alone.
+    let getpid = Registers { rax: 20, r11: 0x1234_5f00, ..base_registers() };
+    script.blocked_syscall(CHILD_PID, site, getpid, AUDIT_ARCH_I386);
+    script.feed(trap(CHILD_PID, TRAP_BRKPT, Registers { rip: site, rax: CHILD_PID as u64, ..getpid }));
     script.assert_snapshot(
-        "core_board_sigreturn",
-        "rt_sigreturn blocked during a board call is stepped like any system call, but at the trap \
-         r11 holds the interrupted code's value, so the core leaves it alone: only the selector \
-         is blocked again before the thread continues",
+        "core_board_int80",
+        "int 0x80 during a board call has 32-bit numbers, which the core does not check, and \
+         cannot run from a 64-bit trampoline: the core opens the thread's selector, moves rip \
+         back onto the instruction and steps it, then blocks the selector again and continues, \
+         leaving r11 as it is",
+    );
+}
+
+#[test]
+fn board_steps_when_trampolines_full() {
+    let mut script = Script::new(MPROTECT);
+    // Room for the gadget only.
+    script.board_with(1, true, &[pages(PAGE_A, 1)], 0x10);
+    let site = CODE + SYSCALL_LEN;
+    let read = Registers { rax: SYS_READ, rsi: PAGE_A, rdx: 8, eflags: 0x246, ..base_registers() };
+    script.blocked_syscall(CHILD_PID, site, read, AUDIT_ARCH_X86_64);
+    let trap_flag = 0x100;
+    let done = Registers { rip: site, rax: (-14i64) as u64, r11: 0x246 | trap_flag, ..read };
+    script.feed(trap(CHILD_PID, TRAP_BRKPT, done));
+    // The step over rt_sigreturn ends in the interrupted code, whose r11 has bit 8 set.
+    let sigreturn = Registers { rax: 15, ..base_registers() };
+    script.blocked_syscall(CHILD_PID, site, sigreturn, AUDIT_ARCH_X86_64);
+    script.feed(trap(CHILD_PID, TRAP_TRACE, Registers { rip: INTERRUPTED_RIP, r11: 0x1234_5f00, ..base_registers() }));
+    script.assert_snapshot(
+        "core_board_step_fallback",
+        "with no room for a trampoline the core steps the read with the thread's selector open, \
+         then clears the trap flag that syscall saved in r11 and blocks the selector again; \
+         after a stepped rt_sigreturn r11 is the interrupted code's and stays as it is",
     );
 }

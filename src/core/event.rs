@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::PageRange;
 use crate::messages::{ChildMessage, StartRequest};
 use crate::regs::{Registers, VectorRegisters};
 
@@ -63,6 +64,9 @@ pub struct BoardCall {
     pub tid: i32,
     /// The call's pages and how they are protected.
     pub request: StartRequest,
+    /// The program's code that syscall user dispatch lets through: the `syscall` gadget, then
+    /// room for the trampolines the core writes.
+    pub exempt: PageRange,
 }
 
 /// Whether a system-call stop is at the call's entry or its exit.

@@ -36,6 +36,7 @@
 
 mod access;
 mod action;
+mod dispatch;
 mod emulation;
 mod event;
 mod pages;
@@ -106,6 +107,13 @@ pub struct Supervisor {
     ended_quietly: Option<(CallTrace, Vec<crate::event::PageRange>)>,
     /// Each thread's slot on the call board, whose selector its syscall user dispatch reads.
     slots: BTreeMap<i32, u16>,
+    /// The program's code that syscall user dispatch lets through, once a board call showed it.
+    exempt: Option<crate::event::PageRange>,
+    /// The system-call trampolines written into that code.
+    trampolines: dispatch::Trampolines,
+    /// Slots whose selector the core blocked after a step while the program may have been
+    /// opening every selector at the end of the call.
+    maybe_stale: std::collections::BTreeSet<u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +149,7 @@ pub(crate) enum Thread {
     Held(Held),
     /// Steps a system call that its selector blocked during a board call, with the selector
     /// of its slot open.
-    InSystemCall(stopless::SystemCallStep),
+    InSystemCall(dispatch::SystemCallStep),
 }
 
 /// The use of the vector registers a thread waits for.
@@ -221,6 +229,9 @@ impl Supervisor {
             undelivered: None,
             ended_quietly: None,
             slots,
+            exempt: None,
+            trampolines: dispatch::Trampolines::default(),
+            maybe_stale: std::collections::BTreeSet::new(),
         }
     }
 
@@ -425,6 +436,10 @@ impl Supervisor {
                 warn!(tid, signal = stop.info.signo, "signal stop while waiting for vector registers");
                 self.on_running_signal(stop)
             }
+            Thread::Held(mut held) if dispatch::is_dispatched_syscall(&stop) => {
+                let actions = dispatch::hold_dispatched_syscall(&mut held, &stop);
+                (Thread::Held(held), actions)
+            }
             Thread::Held(mut held) => {
                 held.stopped = true;
                 let traced_fault = self.call.as_ref().is_some_and(|call| is_traced_fault(call, &stop));
@@ -467,9 +482,17 @@ impl Supervisor {
         }
     }
 
-    fn on_running_signal(&mut self, stop: SignalStop) -> (Thread, Vec<Action>) {
+    fn on_running_signal(&mut self, mut stop: SignalStop) -> (Thread, Vec<Action>) {
         let tid = stop.tid;
-        if stopless::is_dispatched_syscall(&stop) {
+        if let Some(native) = self.trampolines.leave(&stop.regs) {
+            // A signal right after a system call run from a trampoline: deliver it in the
+            // native context.
+            stop.regs = native;
+            let (next, mut actions) = self.on_running_signal(stop);
+            actions.insert(0, Action::SetRegisters { tid, regs: native });
+            return (next, actions);
+        }
+        if dispatch::is_dispatched_syscall(&stop) {
             return self.on_dispatched_syscall(stop);
         }
         if self.is_protocol_signal(&stop.info) {
