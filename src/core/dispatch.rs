@@ -43,6 +43,8 @@ const TRAP_HANDLER_ENTERED: i32 = SIGTRAP;
 /// The x86-64 numbers of the system calls after which r11 does not hold the saved flags:
 /// `rt_sigreturn` restores the interrupted context, `execve` and `execveat` start a program.
 const SYS_RT_SIGRETURN: u64 = 15;
+/// The x86-64 number of `rt_sigaction`.
+const SYS_RT_SIGACTION: u64 = 13;
 const SYS_EXECVE: u64 = 59;
 const SYS_EXECVEAT: u64 = 322;
 /// Bytes per trampoline; the first one follows the gadget.
@@ -117,7 +119,10 @@ impl Supervisor {
     pub(super) fn on_dispatched_syscall(&mut self, stop: SignalStop) -> (Thread, Vec<Action>) {
         let tid = stop.tid;
         let site = stop.regs.rip;
-        let deliver = vec![Action::Continue { tid, signal: Some(stop.info.clone()) }];
+        // Delivered from a trampoline, it shows the program the native context.
+        let mut deliver: Vec<Action> =
+            self.trampolines.leave(&stop.regs).map(|regs| Action::SetRegisters { tid, regs }).into_iter().collect();
+        deliver.push(Action::Continue { tid, signal: Some(stop.info.clone()) });
         let (Some(&slot), Some(exempt)) = (self.slots.get(&tid), self.exempt) else {
             // Without board calls every such SIGSYS is the program's own.
             return (Thread::Running, deliver);
@@ -127,6 +132,9 @@ impl Supervisor {
             return (Thread::Running, deliver);
         }
         let in_board_call = self.call.as_ref().is_some_and(|call| call.board.is_some());
+        if self.call.as_ref().is_some_and(|call| call.dispatch_off) {
+            return (Thread::Running, deliver);
+        }
         if !in_board_call {
             if !self.maybe_stale.remove(&slot) {
                 return (Thread::Running, deliver);
@@ -140,30 +148,44 @@ impl Supervisor {
         }
 
         let native = syscall_arch(&stop) == AUDIT_ARCH_X86_64;
+        let mut actions = Vec::new();
         if native {
             // NOTE: 32-bit system calls (int 0x80) have other numbers, which are not checked.
             self.check_syscall_entry(tid, &Registers { orig_rax: stop.regs.rax, ..stop.regs });
+            if stop.regs.rax == SYS_RT_SIGACTION && stop.regs.rdi == SIGSYS as u64 && stop.regs.rsi != 0 {
+                actions.extend(self.turn_dispatch_off(tid));
+            }
         }
         let trampoline = if native { self.trampoline(exempt, site) } else { None };
         match trampoline {
             Some((address, code)) => {
-                let mut actions: Vec<Action> =
-                    code.map(|bytes| Action::WriteMemory { tid, addr: address, bytes }).into_iter().collect();
+                actions.extend(code.map(|bytes| Action::WriteMemory { tid, addr: address, bytes }));
                 let regs = Registers { rip: address, ..stop.regs };
                 actions.push(Action::SetRegisters { tid, regs });
                 actions.push(Action::Continue { tid, signal: None });
                 (Thread::Running, actions)
             }
             None => {
-                let actions = vec![
+                actions.extend([
                     Action::SetSyscallSelector { slot, block: false },
                     Action::SetRegisters { tid, regs: rewound(&stop.regs) },
                     Action::Step { tid, signal: None },
-                ];
+                ]);
                 let step = SystemCallStep { slot, flags: stop.regs.eflags, number: stop.regs.rax, native };
                 (Thread::InSystemCall(step), actions)
             }
         }
+    }
+
+    /// Opens every selector for the rest of the call, because the native code is about to
+    /// set a SIGSYS disposition: the kernel would reset a handler or an ignored SIGSYS the
+    /// first time it forced one while SIGSYS is blocked, and the program may use syscall user
+    /// dispatch itself.
+    fn turn_dispatch_off(&mut self, tid: i32) -> Vec<Action> {
+        let Some(call) = self.call.as_mut() else { return Vec::new() };
+        call.dispatch_off = true;
+        warn!(tid, "the native code sets a SIGSYS disposition: system calls for the rest of this call are not checked");
+        self.slots.values().map(|&slot| Action::SetSyscallSelector { slot, block: false }).collect()
     }
 
     /// Returns the trampoline for the `syscall` site that returns to `site`, with its code
@@ -204,7 +226,7 @@ impl Supervisor {
             let regs = Registers { r11: stop.regs.r11 & !TRAP_FLAG, ..stop.regs };
             actions.push(Action::SetRegisters { tid, regs });
         }
-        if self.call.as_ref().is_some_and(|call| call.board.is_some()) {
+        if self.call.as_ref().is_some_and(|call| call.board.is_some() && !call.dispatch_off) {
             actions.push(Action::SetSyscallSelector { slot, block: true });
             // The program may be ending the call and opening every selector right now.
             self.maybe_stale.insert(slot);

@@ -181,6 +181,10 @@ pub(crate) struct Call {
     /// Simple instructions may be carried out by the supervisor: the child asked for it and
     /// no system call has changed the traced pages' mapping since the call started.
     pub(crate) emulation: bool,
+    /// The native code set a SIGSYS disposition during this board call, so the core opened
+    /// every selector: system calls from then on run unchecked, and any SIGSYS is the
+    /// program's.
+    pub(crate) dispatch_off: bool,
     /// The call's number on the call board, or `None` for a call started with the protocol
     /// signal.
     pub(crate) board: Option<u64>,
@@ -484,6 +488,9 @@ impl Supervisor {
 
     fn on_running_signal(&mut self, mut stop: SignalStop) -> (Thread, Vec<Action>) {
         let tid = stop.tid;
+        if dispatch::is_dispatched_syscall(&stop) {
+            return self.on_dispatched_syscall(stop);
+        }
         if let Some(native) = self.trampolines.leave(&stop.regs) {
             // A signal right after a system call run from a trampoline: deliver it in the
             // native context.
@@ -491,9 +498,6 @@ impl Supervisor {
             let (next, mut actions) = self.on_running_signal(stop);
             actions.insert(0, Action::SetRegisters { tid, regs: native });
             return (next, actions);
-        }
-        if dispatch::is_dispatched_syscall(&stop) {
-            return self.on_dispatched_syscall(stop);
         }
         if self.is_protocol_signal(&stop.info) {
             self.awaiting_message = Some((tid, stop.regs));
@@ -855,6 +859,7 @@ fn start_call(request: StartRequest) -> Result<Call, String> {
         protection: request.protection,
         trace: CallTrace::default(),
         emulation: request.emulate,
+        dispatch_off: false,
         board: None,
         journal: Vec::new(),
         published_complete: true,

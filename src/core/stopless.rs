@@ -66,7 +66,7 @@ impl Supervisor {
         };
         self.slots.insert(tid, slot);
         let mut actions = vec![Action::WatchSystemCalls { tid, slot }];
-        if self.call.as_ref().is_some_and(|call| call.board.is_some()) {
+        if self.call.as_ref().is_some_and(|call| call.board.is_some() && !call.dispatch_off) {
             actions.push(Action::SetSyscallSelector { slot, block: true });
         }
         actions
