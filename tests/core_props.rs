@@ -414,11 +414,11 @@ impl Recipe {
             Recipe::OtherStop(tid, rip) => ExecEvent::OtherStop { tid: *tid, regs: rip.map(|rip| registers_at(rip.0)) },
             Recipe::EndMarker { tid, marked_tid } => {
                 let regs = Registers { orig_rax: SYS_GETPPID, rdi: PROTOCOL_COOKIE, rsi: *marked_tid as u64, ..registers_at(CODE) };
-                ExecEvent::Syscall { tid: *tid, regs, phase: SyscallPhase::Entry }
+                ExecEvent::Syscall { tid: *tid, regs, phase: SyscallPhase::Entry, compat: false }
             }
             Recipe::Syscall { tid, phase, number, buf } => {
                 let regs = Registers { orig_rax: *number, rdi: 1, rsi: buf.0, rdx: 8, ..registers_at(CODE) };
-                ExecEvent::Syscall { tid: *tid, regs, phase: *phase }
+                ExecEvent::Syscall { tid: *tid, regs, phase: *phase, compat: false }
             }
             Recipe::NewTask { parent, tid, kind } => ExecEvent::NewTask { parent: *parent, tid: *tid, kind: *kind },
             Recipe::TaskExited(tid) => ExecEvent::TaskExited { tid: *tid },
@@ -445,7 +445,7 @@ impl Recipe {
 
 /// Returns true for the entry stop of a thread's own end marker.
 fn is_end_marker(event: &ExecEvent) -> bool {
-    matches!(event, ExecEvent::Syscall { tid, regs, phase: SyscallPhase::Entry }
+    matches!(event, ExecEvent::Syscall { tid, regs, phase: SyscallPhase::Entry, compat: false }
         if regs.orig_rax == SYS_GETPPID && regs.rdi == PROTOCOL_COOKIE && regs.rsi == *tid as u64)
 }
 

@@ -177,7 +177,7 @@ impl Script {
             rsi: CHILD_PID as u64,
             ..base_registers()
         };
-        self.feed(ExecEvent::Syscall { tid: CHILD_PID, regs, phase: SyscallPhase::Entry });
+        self.feed(ExecEvent::Syscall { tid: CHILD_PID, regs, phase: SyscallPhase::Entry, compat: false });
     }
 
     /// Plays the main thread creating thread `tid`: the creation event, then the new thread's
@@ -1017,7 +1017,7 @@ fn end_marker_of_wrong_thread_ignored() {
         rsi: THREAD as u64,
         ..base_registers()
     };
-    script.feed(ExecEvent::Syscall { tid: CHILD_PID, regs, phase: SyscallPhase::Entry });
+    script.feed(ExecEvent::Syscall { tid: CHILD_PID, regs, phase: SyscallPhase::Entry, compat: false });
     script.access(CHILD_PID, PAGE_A + 0x10, MOV_EAX_FROM_RDI, |_| {});
     script.end();
     script.assert_snapshot(

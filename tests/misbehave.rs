@@ -226,6 +226,46 @@ fn new_thread_system_call_into_traced_buffer_reported() {
 }
 
 #[test]
+fn system_calls_while_other_thread_steps() {
+    for protection in PROTECTIONS {
+        let run = call(protection, "syscalls_while_other_steps", &["buf:64", "3000"]);
+        assert_success(&run, protection);
+        assert_eq!(run.returned, Some(3000), "[{protection}] every system call returned");
+        assert!(!run.accesses.is_empty(), "[{protection}] the locked adds are traced");
+    }
+}
+
+#[test]
+fn sigsys_handler_survives_call() {
+    for protection in PROTECTIONS {
+        let run = call(protection, "sigsys_handler_runs_twice", &["buf:8"]);
+        assert_success(&run, protection);
+        assert_eq!(run.returned, Some(2), "[{protection}] handler runs");
+        assert_eq!(run.accesses, vec![write(0, 0, 1)], "[{protection}] accesses");
+    }
+}
+
+#[test]
+fn seccomp_trap_reaches_handler() {
+    for protection in PROTECTIONS {
+        let run = call(protection, "seccomp_trap_returns_777", &["buf:8"]);
+        assert_success(&run, protection);
+        assert_eq!(run.returned, Some(777), "[{protection}] the handler's return value");
+    }
+}
+
+#[test]
+fn int80_system_call_runs_unreported() {
+    for protection in PROTECTIONS {
+        let run = call(protection, "int80_getpid_matches", &["buf:8"]);
+        assert_success(&run, protection);
+        assert_eq!(run.returned, Some(0), "[{protection}] int 0x80 getpid returns the pid");
+        let stderr = String::from_utf8_lossy(&run.output.stderr);
+        assert!(!stderr.contains("called"), "[{protection}] no system-call note: {stderr}");
+    }
+}
+
+#[test]
 fn own_segv_handler_sees_untraced_fault() {
     for protection in PROTECTIONS {
         let run = call(protection, "own_segv_handler_recovers", &["buf:16"]);

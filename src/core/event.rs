@@ -30,9 +30,16 @@ pub enum ExecEvent {
     #[allow(missing_docs)]
     OtherStop { tid: i32, regs: Option<Registers> },
     /// A thread stopped at the entry to or the exit from a system call, which happens only
-    /// after [`super::Action::ContinueToSyscall`].
+    /// after [`super::Action::ContinueToSyscall`]. `compat` marks a 32-bit system call
+    /// (`int 0x80`), whose numbers differ from the x86-64 ones.
     #[allow(missing_docs)]
-    Syscall { tid: i32, regs: Registers, phase: SyscallPhase },
+    Syscall {
+        tid: i32,
+        regs: Registers,
+        phase: SyscallPhase,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        compat: bool,
+    },
     /// The memory [`super::Action::ReadMemory`] asked for, or `None` if it could not be read.
     #[allow(missing_docs)]
     Memory { tid: i32, bytes: Option<Vec<u8>> },

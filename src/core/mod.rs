@@ -265,7 +265,7 @@ impl Supervisor {
             ExecEvent::VectorRegisters { tid, vectors } => self.on_vector_registers(tid, vectors),
             ExecEvent::NewTask { parent, tid, kind } => self.on_new_task(parent, tid, kind),
             ExecEvent::OtherStop { tid, regs } => self.on_other_stop(tid, regs),
-            ExecEvent::Syscall { tid, regs, phase } => self.on_syscall(tid, &regs, phase),
+            ExecEvent::Syscall { tid, regs, phase, compat } => self.on_syscall(tid, &regs, phase, compat),
             ExecEvent::Disposition { tid, disposition } => self.on_disposition(tid, disposition),
             ExecEvent::Memory { tid, bytes } => self.on_memory(tid, bytes),
             ExecEvent::TaskExited { tid } => self.on_task_exited(tid),
@@ -294,9 +294,9 @@ impl Supervisor {
         actions.into_iter().map(convert).collect()
     }
 
-    fn on_syscall(&mut self, tid: i32, regs: &crate::regs::Registers, phase: SyscallPhase) -> Vec<Action> {
+    fn on_syscall(&mut self, tid: i32, regs: &crate::regs::Registers, phase: SyscallPhase, compat: bool) -> Vec<Action> {
         let running = matches!(self.threads.get(&tid), Some(Thread::Running));
-        if phase == SyscallPhase::Entry && running && is_end_marker(tid, regs) {
+        if phase == SyscallPhase::Entry && running && !compat && is_end_marker(tid, regs) {
             if let Some((trace, pages)) = self.finish_call() {
                 self.undelivered = Some((trace.clone(), pages));
                 let seen = crate::regs::Registers { orig_rax: SYS_GETPID, ..*regs };
@@ -309,7 +309,8 @@ impl Supervisor {
                 ];
             }
         }
-        if phase == SyscallPhase::Entry {
+        // NOTE: 32-bit system calls (int 0x80) have other numbers, which are not checked.
+        if phase == SyscallPhase::Entry && !compat {
             self.check_syscall_entry(tid, regs);
         }
         match self.threads.get(&tid) {

@@ -180,9 +180,11 @@ pub(super) fn interrupt(tid: i32) -> Result<(), String> {
     Ok(())
 }
 
-/// Returns whether the thread's system-call stop is an entry (`PTRACE_GET_SYSCALL_INFO`,
-/// Linux 5.3 and later: the first byte of the result is 1 at entry, 2 at exit).
-pub(super) fn syscall_stop_is_entry(tid: i32) -> Result<bool, String> {
+/// Returns whether the thread's system-call stop is an entry, and whether the system call is
+/// a 32-bit one (`PTRACE_GET_SYSCALL_INFO`, Linux 5.3 and later: the first byte of the result
+/// is 1 at entry, 2 at exit, and the 32-bit word at byte 4 is the `AUDIT_ARCH_*` value).
+pub(super) fn syscall_stop_kind(tid: i32) -> Result<(bool, bool), String> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
     const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
     let mut info = [0u8; 88];
     // SAFETY: `info` is 88 bytes, the size passed, which fits struct ptrace_syscall_info.
@@ -190,7 +192,8 @@ pub(super) fn syscall_stop_is_entry(tid: i32) -> Result<bool, String> {
     if result < 0 {
         return Err(last_error("PTRACE_GET_SYSCALL_INFO", tid));
     }
-    Ok(info[0] == 1)
+    let arch = u32::from_ne_bytes([info[4], info[5], info[6], info[7]]);
+    Ok((info[0] == 1, arch != AUDIT_ARCH_X86_64))
 }
 
 /// Turns on syscall user dispatch for the stopped thread (Linux 6.4 and later): while the

@@ -82,8 +82,9 @@ const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
 
 fn syscall_stop(tid: i32) -> Result<ExecEvent, String> {
     let regs = ptrace::get_registers(tid)?;
-    let phase = if ptrace::syscall_stop_is_entry(tid)? { SyscallPhase::Entry } else { SyscallPhase::Exit };
-    Ok(ExecEvent::Syscall { tid, regs, phase })
+    let (entry, compat) = ptrace::syscall_stop_kind(tid)?;
+    let phase = if entry { SyscallPhase::Entry } else { SyscallPhase::Exit };
+    Ok(ExecEvent::Syscall { tid, regs, phase, compat })
 }
 
 fn event_stop(tid: i32, event: i32) -> ExecEvent {
