@@ -8,9 +8,9 @@
 //!
 //! - **A trampoline** per `syscall` site: `syscall; mov rcx, SITE; jmp rcx`, where `SITE` is
 //!   the address after the site's own `syscall`. The core writes it once into the exempt
-//!   code and points the thread at it: one stop per system call, the selector stays blocking,
-//!   and the registers afterwards are those of the native call (rcx the return address, r11
-//!   the flags). A new thread or process returns from `clone` or `fork` in the trampoline too
+//!   code and points the thread at it. A system call then costs one stop and the selector
+//!   stays blocking. The registers afterwards are those of the native call: rcx holds the
+//!   return address and r11 the flags. A new thread or process returns from `clone` or `fork` in the trampoline too
 //!   and jumps to the same site. A signal handler that interrupts the call returns into it.
 //! - **A step**, when the exempt code is full or the call was made with `int 0x80`: the core
 //!   opens the thread's selector, moves it back onto its instruction and single-steps it,
@@ -178,8 +178,8 @@ impl Supervisor {
     }
 
     /// Opens every selector for the rest of the call, because the native code is about to
-    /// set a SIGSYS disposition: the kernel would reset a handler or an ignored SIGSYS the
-    /// first time it forced one while SIGSYS is blocked, and the program may use syscall user
+    /// set a SIGSYS disposition. The kernel would reset that handler or ignore the first time
+    /// it forced a SIGSYS while SIGSYS is blocked, and the program may use syscall user
     /// dispatch itself.
     fn turn_dispatch_off(&mut self, tid: i32) -> Vec<Action> {
         let Some(call) = self.call.as_mut() else { return Vec::new() };

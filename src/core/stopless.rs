@@ -1,5 +1,4 @@
-//! Calls announced on the call board, which start and end without a stop, and the system
-//! calls their threads make.
+//! Calls announced on the call board, which start and end without a stop.
 //!
 //! The program writes a call's pages to the board, sets every thread's system-call selector
 //! to block, and calls the native code. The core learns of the call from the driver, which
