@@ -97,9 +97,10 @@ pub struct Options {
     /// The recorded accesses are the same either way.
     pub emulate_simple_accesses: bool,
     /// Start and end calls through memory shared with the supervisor, so that a call costs no
-    /// stop beyond its accesses and system calls. Needs syscall user dispatch (Linux 5.11;
-    /// 6.4 to check the system calls of threads other than the calling one). Without it, or
-    /// when this is false, each call stops twice: at its start and at its end.
+    /// stop beyond its accesses and one per system call. Needs syscall user dispatch (Linux
+    /// 5.11; 6.4 to check the system calls of threads other than the main thread). Without
+    /// it, or when this is false, each call stops twice more, at its start and at its end,
+    /// and each system call stops twice.
     pub stopless_calls: bool,
 }
 
