@@ -266,6 +266,15 @@ fn int80_system_call_runs_unreported() {
 }
 
 #[test]
+fn signal_contexts_show_native_code() {
+    for protection in PROTECTIONS {
+        let run = call(protection, "signal_contexts_stay_native", &["buf:8", "5000"]);
+        assert_success(&run, protection);
+        assert_eq!(run.returned, Some(0), "[{protection}] interrupted places outside loaded objects");
+    }
+}
+
+#[test]
 fn own_segv_handler_sees_untraced_fault() {
     for protection in PROTECTIONS {
         let run = call(protection, "own_segv_handler_recovers", &["buf:16"]);

@@ -25,7 +25,7 @@
 
 use tracing::warn;
 
-use super::{Action, Held, SignalStop, Supervisor, Thread, SIGTRAP, TRAP_BRKPT, TRAP_TRACE};
+use super::{Action, Disposition, Held, SignalStop, Supervisor, Thread, SIGTRAP, TRAP_BRKPT, TRAP_TRACE};
 use crate::regs::Registers;
 
 /// SIGSYS on x86-64 Linux.
@@ -69,18 +69,27 @@ pub(crate) struct Trampolines {
     by_site: std::collections::BTreeMap<u64, u64>,
     /// The same, by trampoline address.
     by_address: std::collections::BTreeMap<u64, u64>,
+    /// The exempt code has no room left; logged once.
+    full: bool,
+    /// The site of each thread's last system call that the core ran again outside a call,
+    /// with the number of the last board call then.
+    reruns: std::collections::BTreeMap<i32, (u64, u64)>,
 }
 
 impl Trampolines {
-    /// Returns the registers of a thread stopped after the `syscall` of a trampoline as they
-    /// would be after the native `syscall`: at the site, with rcx pointing there. A signal
-    /// handler then sees the native context, and a system call the signal interrupted is
-    /// restarted from the site's own instruction.
+    /// Returns the registers of a thread stopped in a trampoline as they would be at the
+    /// native `syscall`: before it (rip on the site's own instruction), or after it (rip at
+    /// the site, with rcx pointing there). A signal handler then sees the native context, and
+    /// a system call the signal interrupted is restarted from the site's own instruction.
     pub(super) fn leave(&self, regs: &Registers) -> Option<Registers> {
         let (&address, &site) = self.by_address.range(..=regs.rip).next_back()?;
-        let offset = regs.rip - address;
-        // Past `syscall` (2 bytes), up to and including `jmp rcx` at 12.
-        (2..=12).contains(&offset).then_some(Registers { rip: site, rcx: site, ..*regs })
+        match regs.rip - address {
+            // A signal that was due at the SIGSYS stop comes before the `syscall` runs.
+            0 => Some(Registers { rip: site.wrapping_sub(SYSCALL_LEN), ..*regs }),
+            // Past `syscall` (2 bytes), up to and including `jmp rcx` at 12.
+            2..=12 => Some(Registers { rip: site, rcx: site, ..*regs }),
+            _ => None,
+        }
     }
 }
 
@@ -119,6 +128,9 @@ impl Supervisor {
     pub(super) fn on_dispatched_syscall(&mut self, stop: SignalStop) -> (Thread, Vec<Action>) {
         let tid = stop.tid;
         let site = stop.regs.rip;
+        // The same thread and site again with no board call since the core ran the call
+        // again: a selector other than the core's blocks it.
+        let repeated = self.trampolines.reruns.remove(&tid) == Some((site, self.last_board_call));
         // Delivered from a trampoline, it shows the program the native context.
         let mut deliver: Vec<Action> =
             self.trampolines.leave(&stop.regs).map(|regs| Action::SetRegisters { tid, regs }).into_iter().collect();
@@ -136,9 +148,17 @@ impl Supervisor {
             return (Thread::Running, deliver);
         }
         if !in_board_call {
-            if !self.maybe_stale.remove(&slot) {
+            // A system call of the core's dispatch that stopped just as the program ended the
+            // call, or whose selector the core re-blocked too late, runs again. With SIGSYS
+            // at its default the program cannot be using dispatch itself.
+            let ours = !repeated && (self.maybe_stale.remove(&slot) || stop.disposition == Disposition::Default);
+            if !ours && !repeated && stop.disposition == Disposition::Unknown {
+                return (Thread::FetchingDisposition(stop), vec![Action::ReadDisposition { tid, signal: SIGSYS }]);
+            }
+            if !ours {
                 return (Thread::Running, deliver);
             }
+            self.trampolines.reruns.insert(tid, (site, self.last_board_call));
             let actions = vec![
                 Action::SetSyscallSelector { slot, block: false },
                 Action::SetRegisters { tid, regs: rewound(&stop.regs) },
@@ -197,7 +217,10 @@ impl Supervisor {
         let index = self.trampolines.by_site.len() as u64 + 1;
         let address = exempt.start.checked_add(index.checked_mul(TRAMPOLINE_LEN)?)?;
         if address.checked_add(TRAMPOLINE_LEN)? > exempt.end() {
-            warn!(site, "no room for another system-call trampoline: stepping system calls from this site");
+            if !self.trampolines.full {
+                warn!(site, "no room for more system-call trampolines: system calls from new sites are stepped");
+                self.trampolines.full = true;
+            }
             return None;
         }
         self.trampolines.by_site.insert(site, address);

@@ -114,6 +114,8 @@ pub struct Supervisor {
     /// Slots whose selector the core blocked after a step while the program may have been
     /// opening every selector at the end of the call.
     maybe_stale: std::collections::BTreeSet<u16>,
+    /// The number of the last call the board showed.
+    last_board_call: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +238,7 @@ impl Supervisor {
             exempt: None,
             trampolines: dispatch::Trampolines::default(),
             maybe_stale: std::collections::BTreeSet::new(),
+            last_board_call: 0,
         }
     }
 
@@ -493,9 +496,10 @@ impl Supervisor {
             return self.on_dispatched_syscall(stop);
         }
         if let Some(native) = self.trampolines.leave(&stop.regs) {
-            // A signal right after a system call run from a trampoline: deliver it in the
-            // native context.
+            // A signal at a system call run from a trampoline: deliver it in the native
+            // context. The code bytes read were the trampoline's, so none are reported.
             stop.regs = native;
+            stop.code.clear();
             let (next, mut actions) = self.on_running_signal(stop);
             actions.insert(0, Action::SetRegisters { tid, regs: native });
             return (next, actions);

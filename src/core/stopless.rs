@@ -23,6 +23,7 @@ impl Supervisor {
     /// Follows the board: ends the call the core follows when it returned or another one
     /// started, and starts the one the board announces.
     pub(super) fn on_board(&mut self, board: BoardCall) -> Vec<Action> {
+        self.last_board_call = board.call;
         if let Some(call) = self.call.as_ref() {
             match call.board {
                 Some(number) if number == board.call && board.active => return Vec::new(),
@@ -67,6 +68,8 @@ impl Supervisor {
         let mut actions = vec![Action::WatchSystemCalls { tid, slot }];
         if self.call.as_ref().is_some_and(|call| call.board.is_some() && !call.dispatch_off) {
             actions.push(Action::SetSyscallSelector { slot, block: true });
+            // The program may have ended the call and opened the selectors already.
+            self.maybe_stale.insert(slot);
         }
         actions
     }

@@ -99,6 +99,37 @@ pub fn forked_process_runs_untraced(_: &Fixtures) -> TestResult {
     expect_eq("accesses after the fork", trace.accesses.len(), 1)
 }
 
+pub fn background_system_calls_survive(_: &Fixtures) -> TestResult {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = stop.clone();
+    // A thread that makes system calls all the time, so some stop just as a call ends.
+    let background = std::thread::spawn(move || {
+        while !running.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: getppid has no preconditions.
+            unsafe { libc::getppid() };
+        }
+    });
+    let pages = Pages::new(1);
+    let base = pages.base;
+    let mut result = Ok(());
+    for round in 0..5000u32 {
+        let ((), trace) = match trace(&[&pages], || unsafe { base.write(round as u8) }) {
+            Ok(traced) => traced,
+            Err(error) => {
+                result = Err(format!("call {round}: {error}"));
+                break;
+            }
+        };
+        if trace.accesses.len() != 1 {
+            result = Err(format!("call {round}: {} accesses, expected 1", trace.accesses.len()));
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    background.join().map_err(|_| "the background thread panicked".to_string())?;
+    result
+}
+
 pub fn panic_in_call_ends_it(_: &Fixtures) -> TestResult {
     let pages = Pages::new(1);
     let range = pages.range();

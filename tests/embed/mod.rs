@@ -24,6 +24,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("nested_call_rejected", lifecycle::nested_call_rejected),
     ("status_calls_inside_call_return", lifecycle::status_calls_inside_call_return),
     ("forked_process_runs_untraced", lifecycle::forked_process_runs_untraced),
+    ("background_system_calls_survive", lifecycle::background_system_calls_survive),
     ("panic_in_call_ends_it", lifecycle::panic_in_call_ends_it),
     ("unmapped_during_call_keeps_trace", lifecycle::unmapped_during_call_keeps_trace),
     ("exit_code_forwarded", lifecycle::exit_code_forwarded),

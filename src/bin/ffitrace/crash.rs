@@ -73,7 +73,13 @@ fn describe_crash(crash: &Crash, view: &ProcessView, buffers: &[Buffer], page_si
         text += &format!(" at address {:#x}, {place}", info.addr);
     }
     let rip = crash.regs.rip;
-    match &crash.instruction {
+    // The core leaves the instruction out where the thread stopped elsewhere than the
+    // program's code (in a system-call trampoline); the stopped program's memory still holds it.
+    let instruction = crash.instruction.clone().or_else(|| {
+        let code = read_code(view.pid, rip)?;
+        ffitrace::decode::disassemble_x86_64(&code, rip)
+    });
+    match instruction {
         Some(instruction) => text += &format!("; the instruction was `{instruction}` at {rip:#x}"),
         None => text += &format!("; the instruction at {rip:#x} could not be decoded"),
     }
@@ -207,4 +213,14 @@ mod tests {
         );
         assert_eq!(near_buffer(0x5000, &[], 0x1000), "and there are no buffers");
     }
+}
+
+/// Reads up to 15 instruction bytes at `rip` from the stopped process.
+fn read_code(pid: i32, rip: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut code = vec![0u8; 15];
+    let read = file.read_at(&mut code, rip).ok()?;
+    code.truncate(read);
+    (!code.is_empty()).then_some(code)
 }
