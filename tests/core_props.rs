@@ -493,7 +493,8 @@ fn action_task(action: &Action) -> Option<i32> {
         | Action::ReadVectorRegisters { tid }
         | Action::ReadMemory { tid, .. }
         | Action::ReadDisposition { tid, .. }
-        | Action::WatchSystemCalls { tid, .. } => Some(*tid),
+        | Action::WatchSystemCalls { tid, .. }
+        | Action::BlockSignal { tid, .. } => Some(*tid),
         Action::ReceiveMessage
         | Action::Publish { .. }
         | Action::SetSyscallSelector { .. }

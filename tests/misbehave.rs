@@ -275,6 +275,15 @@ fn signal_contexts_show_native_code() {
 }
 
 #[test]
+fn blocked_sigsys_stays_blocked() {
+    for protection in PROTECTIONS {
+        let run = call(protection, "sigsys_stays_blocked", &["buf:8"]);
+        assert_success(&run, protection);
+        assert_eq!(run.returned, Some(1), "[{protection}] SIGSYS still blocked after a system call");
+    }
+}
+
+#[test]
 fn own_segv_handler_sees_untraced_fault() {
     for protection in PROTECTIONS {
         let run = call(protection, "own_segv_handler_recovers", &["buf:16"]);

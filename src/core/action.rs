@@ -73,6 +73,8 @@ pub enum Action {
     SetSyscallSelector { slot: u16, block: bool },
     /// Turn on syscall user dispatch for the stopped thread, with the selector of `slot`.
     WatchSystemCalls { tid: i32, slot: u16 },
+    /// Add `signal` to the stopped thread's blocked signals (`PTRACE_SETSIGMASK`).
+    BlockSignal { tid: i32, signal: i32 },
 }
 
 /// One recording step of a trace, as the program replays it from the call board: the

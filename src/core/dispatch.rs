@@ -43,8 +43,14 @@ const TRAP_HANDLER_ENTERED: i32 = SIGTRAP;
 /// The x86-64 numbers of the system calls after which r11 does not hold the saved flags:
 /// `rt_sigreturn` restores the interrupted context, `execve` and `execveat` start a program.
 const SYS_RT_SIGRETURN: u64 = 15;
-/// The x86-64 number of `rt_sigaction`.
+/// The x86-64 numbers of `rt_sigaction` and `rt_sigprocmask`.
 const SYS_RT_SIGACTION: u64 = 13;
+const SYS_RT_SIGPROCMASK: u64 = 14;
+/// `rt_sigprocmask`'s `how`, and the bytes of the signal set it reads.
+const SIG_BLOCK: u64 = 0;
+const SIG_UNBLOCK: u64 = 1;
+const SIG_SETMASK: u64 = 2;
+const SIGSET_LEN: usize = 8;
 const SYS_EXECVE: u64 = 59;
 const SYS_EXECVEAT: u64 = 322;
 /// Bytes per trampoline; the first one follows the gadget.
@@ -175,7 +181,53 @@ impl Supervisor {
             if stop.regs.rax == SYS_RT_SIGACTION && stop.regs.rdi == SIGSYS as u64 && stop.regs.rsi != 0 {
                 actions.extend(self.turn_dispatch_off(tid));
             }
+            // The SIGSYS of this stop unblocked SIGSYS if the thread had blocked it.
+            if self.sigsys_blocked.contains(&tid) {
+                actions.push(Action::BlockSignal { tid, signal: SIGSYS });
+            }
+            if stop.regs.rax == SYS_RT_SIGPROCMASK && stop.regs.rsi != 0 {
+                let read = Action::ReadMemory { tid, addr: stop.regs.rsi, len: SIGSET_LEN };
+                actions.push(read);
+                return (Thread::ReadingSignalMask(stop), actions);
+            }
         }
+        self.run_blocked_syscall(stop, slot, exempt, native, actions)
+    }
+
+    /// Follows the thread's SIGSYS block through the `rt_sigprocmask` it stopped at, given the
+    /// signal set it passes, then runs that system call.
+    pub(super) fn on_signal_mask(&mut self, stop: SignalStop, set: Option<Vec<u8>>) -> (Thread, Vec<Action>) {
+        let tid = stop.tid;
+        let sigsys = set.as_deref().and_then(|bytes| bytes.get(..8)).map(|bytes| {
+            let set = u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
+            set & (1 << (SIGSYS - 1)) != 0
+        });
+        match (stop.regs.rdi, sigsys) {
+            (SIG_BLOCK, Some(true)) | (SIG_SETMASK, Some(true)) => {
+                self.sigsys_blocked.insert(tid);
+            }
+            (SIG_UNBLOCK, Some(true)) | (SIG_SETMASK, Some(false)) => {
+                self.sigsys_blocked.remove(&tid);
+            }
+            _ => {}
+        }
+        match (self.slots.get(&tid).copied(), self.exempt) {
+            (Some(slot), Some(exempt)) => self.run_blocked_syscall(stop, slot, exempt, true, Vec::new()),
+            _ => (Thread::Running, vec![Action::SetRegisters { tid, regs: rewound(&stop.regs) }, Action::Continue { tid, signal: None }]),
+        }
+    }
+
+    /// Runs a checked system call from its site's trampoline, or steps it.
+    fn run_blocked_syscall(
+        &mut self,
+        stop: SignalStop,
+        slot: u16,
+        exempt: crate::event::PageRange,
+        native: bool,
+        mut actions: Vec<Action>,
+    ) -> (Thread, Vec<Action>) {
+        let tid = stop.tid;
+        let site = stop.regs.rip;
         let trampoline = if native { self.trampoline(exempt, site) } else { None };
         match trampoline {
             Some((address, code)) => {

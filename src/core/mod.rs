@@ -116,6 +116,9 @@ pub struct Supervisor {
     maybe_stale: std::collections::BTreeSet<u16>,
     /// The number of the last call the board showed.
     last_board_call: u64,
+    /// Threads that blocked SIGSYS during the board call, followed through their
+    /// `rt_sigprocmask`s: each dispatched SIGSYS unblocks it, and the core blocks it again.
+    sigsys_blocked: std::collections::BTreeSet<i32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +155,8 @@ pub(crate) enum Thread {
     /// Steps a system call that its selector blocked during a board call, with the selector
     /// of its slot open.
     InSystemCall(dispatch::SystemCallStep),
+    /// Stopped at a blocked `rt_sigprocmask`, waiting for the signal set it passes.
+    ReadingSignalMask(SignalStop),
 }
 
 /// The use of the vector registers a thread waits for.
@@ -239,6 +244,7 @@ impl Supervisor {
             trampolines: dispatch::Trampolines::default(),
             maybe_stale: std::collections::BTreeSet::new(),
             last_board_call: 0,
+            sigsys_blocked: std::collections::BTreeSet::new(),
         }
     }
 
@@ -466,6 +472,10 @@ impl Supervisor {
                 warn!(tid, signal = stop.info.signo, "signal stop while carrying out an instruction");
                 (Thread::Emulating(emulating), Vec::new())
             }
+            Thread::ReadingSignalMask(pending) => {
+                warn!(tid, signal = stop.info.signo, "signal stop while reading a signal mask");
+                (Thread::ReadingSignalMask(pending), Vec::new())
+            }
             Thread::Waiting(waiting) => {
                 // It is stopped at its fault, so no stop should come; keep the first.
                 warn!(tid, signal = stop.info.signo, "signal stop of a waiting thread");
@@ -653,6 +663,11 @@ impl Supervisor {
     fn on_memory(&mut self, tid: i32, bytes: Option<Vec<u8>>) -> Vec<Action> {
         let emulating = match self.threads.remove(&tid) {
             Some(Thread::Emulating(emulating)) => emulating,
+            Some(Thread::ReadingSignalMask(stop)) => {
+                let (next, actions) = self.on_signal_mask(stop, bytes);
+                self.threads.insert(tid, next);
+                return self.schedule(actions);
+            }
             other => {
                 warn!(tid, "memory received while none was requested");
                 if let Some(thread) = other {
@@ -781,6 +796,10 @@ impl Supervisor {
                 self.threads.insert(tid, Thread::Emulating(emulating));
                 Vec::new()
             }
+            Some(Thread::ReadingSignalMask(stop)) => {
+                self.threads.insert(tid, Thread::ReadingSignalMask(stop));
+                Vec::new()
+            }
             // A pending fault is dropped: the thread re-executes its instruction and faults again.
             // Threads held for that fault are scheduled anew.
             Some(Thread::FetchingVectors(..) | Thread::Running) | None => {
@@ -792,6 +811,7 @@ impl Supervisor {
 
     fn on_task_exited(&mut self, tid: i32) -> Vec<Action> {
         self.tasks.forget(tid);
+        self.sigsys_blocked.remove(&tid);
         if tid != self.program {
             self.slots.remove(&tid);
         }

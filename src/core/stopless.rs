@@ -30,6 +30,8 @@ impl Supervisor {
                 Some(_) => {
                     // Its trace stays at hand in case the program asks for it.
                     self.ended_quietly = self.finish_call();
+                    // Masks change unseen between calls.
+                    self.sigsys_blocked.clear();
                 }
                 None => {
                     warn!(call = board.call, "the board announces a call while a signalled call runs");

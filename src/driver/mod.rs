@@ -174,6 +174,7 @@ impl Driver {
                 Ok(())
             }
             Action::Kill => ptrace::kill(pid),
+            Action::BlockSignal { tid, signal } => ptrace::block_signal(tid, signal),
             Action::Publish { call, records, complete } => {
                 self.board.as_ref().map_or(Ok(()), |board| {
                     board.publish(call, &records, complete);

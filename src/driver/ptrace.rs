@@ -213,6 +213,24 @@ pub(super) fn set_syscall_dispatch(tid: i32, selector: u64, offset: u64, len: u6
     Ok(())
 }
 
+/// Adds `signal` to the stopped thread's blocked signals.
+pub(super) fn block_signal(tid: i32, signal: i32) -> Result<(), String> {
+    const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+    const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+    let mut mask: u64 = 0;
+    let size = std::mem::size_of::<u64>();
+    // SAFETY: `mask` is the 8-byte kernel signal set whose size is passed.
+    if unsafe { libc::ptrace(PTRACE_GETSIGMASK, tid, size, &mut mask as *mut u64) } != 0 {
+        return Err(last_error("PTRACE_GETSIGMASK", tid));
+    }
+    mask |= 1 << (signal - 1);
+    // SAFETY: as above; the kernel only reads the set.
+    if unsafe { libc::ptrace(PTRACE_SETSIGMASK, tid, size, &mask as *const u64) } != 0 {
+        return Err(last_error("PTRACE_SETSIGMASK", tid));
+    }
+    Ok(())
+}
+
 /// Detaches from the stopped task, which resumes untraced.
 pub(super) fn detach(tid: i32) -> Result<(), String> {
     // SAFETY: PTRACE_DETACH takes the signal to deliver (none) in `data` and no pointer.
