@@ -341,7 +341,11 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
             let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
             board.end();
             let outcome = match board.published(number) {
-                Published::Complete(trace) => TraceOutcome::Traced(trace),
+                Published::Complete(mut trace) => {
+                    // Rebuilding grows the log by doubling; keep 16 bytes per access.
+                    trace.accesses.shrink_to_fit();
+                    TraceOutcome::Traced(trace)
+                }
                 Published::AskSupervisor => channel.ask_for_trace(),
             };
             return Ok(finish_call(set, protection, &fault_signals, value, outcome));
