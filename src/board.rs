@@ -44,6 +44,10 @@ mod word {
     pub const RUNS: usize = 7;
     pub const EXEMPT_START: usize = 8;
     pub const EXEMPT_LEN: usize = 9;
+    /// The caller's CPU plus one, 0 when unknown.
+    pub const CPU: usize = 10;
+    /// The number of the last call whose trace the program took.
+    pub const RECEIVED: usize = 11;
     pub const PUBLISHED_CALL: usize = 16;
     pub const PUBLISHED_LEN: usize = 17;
     pub const COMPLETE: usize = 18;
@@ -169,11 +173,18 @@ impl Board {
         self.word(word::RUNS).store(request.pages.len() as u64, Ordering::Relaxed);
         self.word(word::EXEMPT_START).store(exempt.0, Ordering::Relaxed);
         self.word(word::EXEMPT_LEN).store(exempt.1, Ordering::Relaxed);
+        self.word(word::CPU).store(request.cpu.map_or(0, |cpu| u64::from(cpu) + 1), Ordering::Relaxed);
         self.word(word::CALL).store(call, Ordering::Release);
         self.word(word::ACTIVE).store(1, Ordering::Release);
         self.set_selectors(SELECTOR_BLOCK);
         std::sync::atomic::fence(Ordering::SeqCst);
         true
+    }
+
+    /// Records that the program took the trace of call number `call` and returns it to the
+    /// caller: until then the supervisor reports that trace if the program dies.
+    pub(crate) fn received(&self, call: u64) {
+        self.word(word::RECEIVED).store(call, Ordering::Release);
     }
 
     /// Lets every thread's system calls run again and marks the call ended.
@@ -202,13 +213,14 @@ impl Board {
 
     // The supervisor's side.
 
-    /// Returns the board's call when its number or activity differs from `last`, which is
-    /// updated.
-    pub(crate) fn poll(&self, last: &mut (u64, bool)) -> Option<BoardCall> {
+    /// Returns the board's call when its number, its activity or the last call received
+    /// differs from `last`, which is updated.
+    pub(crate) fn poll(&self, last: &mut (u64, bool, u64)) -> Option<BoardCall> {
         loop {
             let call = self.word(word::CALL).load(Ordering::Acquire);
             let active = self.word(word::ACTIVE).load(Ordering::Acquire) == 1;
-            if call == 0 || (call, active) == *last {
+            let received = self.word(word::RECEIVED).load(Ordering::Acquire);
+            if call == 0 || (call, active, received) == *last {
                 return None;
             }
             let request = self.read_request();
@@ -216,13 +228,13 @@ impl Board {
             if self.word(word::CALL).load(Ordering::Acquire) != call {
                 continue;
             }
-            *last = (call, active);
+            *last = (call, active, received);
             let tid = self.word(word::TID).load(Ordering::Relaxed) as i32;
             let exempt = PageRange {
                 start: self.word(word::EXEMPT_START).load(Ordering::Relaxed),
                 len: self.word(word::EXEMPT_LEN).load(Ordering::Relaxed),
             };
-            return Some(BoardCall { call, active, tid, request, exempt });
+            return Some(BoardCall { call, active, tid, request, exempt, received });
         }
     }
 
@@ -247,6 +259,7 @@ impl Board {
             page_size: self.word(word::PAGE_SIZE).load(Ordering::Relaxed),
             protection,
             emulate: self.word(word::EMULATE).load(Ordering::Relaxed) == 1,
+            cpu: self.word(word::CPU).load(Ordering::Relaxed).checked_sub(1).and_then(|cpu| u32::try_from(cpu).ok()),
         }
     }
 

@@ -333,7 +333,9 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     let protection = channel.protection;
     let fault_signals = FaultSignals::capture();
     protect(set, protection, Protect::Close)?;
-    let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate };
+    // SAFETY: sched_getcpu has no preconditions; glibc answers it without a system call.
+    let cpu = u32::try_from(unsafe { libc::sched_getcpu() }).ok();
+    let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate, cpu };
     let tid = current_thread_id();
     if let Some(board) = channel.board.as_ref().filter(|_| fault_signals.allow_dispatch()) {
         let number = channel.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -348,7 +350,11 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
                 }
                 Published::AskSupervisor => channel.ask_for_trace(),
             };
-            return Ok(finish_call(set, protection, &fault_signals, value, outcome));
+            let traced = finish_call(set, protection, &fault_signals, value, outcome);
+            // Last, after the system calls of reopening, at which a pending signal may end the
+            // program: until this the supervisor reports the trace if the program dies.
+            board.received(number);
+            return Ok(traced);
         }
     }
     // From the protocol stop until the end marker the supervisor stops this thread at every

@@ -99,6 +99,9 @@ struct Scenario {
     only: &'static str,
     /// Steps at which at least one fault must fire for the test to count as covering them.
     required: &'static [&'static str],
+    /// Calls start and end through the call board (`FFITRACE_STOPLESS`), rather than with
+    /// the protocol signal and the end marker.
+    stopless: bool,
 }
 
 impl Scenario {
@@ -182,6 +185,7 @@ fn run(scenario: &Scenario, inject: &str) -> Outcome {
         .args(scenario.args)
         .arg("--json")
         .env("FFITRACE_PROTECTION", scenario.protection)
+        .env("FFITRACE_STOPLESS", if scenario.stopless { "1" } else { "0" })
         .env("FFITRACE_INJECT", inject)
         .env("FAULT_INJECTION_PROGRESS_FILE", &progress_path)
         .env_remove("FFITRACE_LOG")
@@ -416,11 +420,19 @@ fn check(scenario: &Scenario, baseline: &Baseline, point: &str, fault: Fault, ou
 
 /// Returns true if the injection point comes after the supervisor sent the trace.
 fn trace_sent(baseline: &Baseline, point: &str) -> bool {
-    let position = |wanted: &str| baseline.points.iter().position(|known| known == wanted);
-    match (position(point), position("before-action:Reply:2")) {
-        (Some(index), Some(reply)) => index > reply,
+    let index = baseline.points.iter().position(|known| known == point);
+    match (index, trace_handed_over(baseline)) {
+        (Some(index), Some(handed_over)) => index > handed_over,
         _ => false,
     }
+}
+
+/// Returns the position in the uninjected run of the step that hands the program its
+/// trace: the reply with the trace, or with calls on the board the last records published,
+/// after which the program runs to its end without another stop.
+fn trace_handed_over(baseline: &Baseline) -> Option<usize> {
+    let reply = baseline.points.iter().position(|known| known == "before-action:Reply:2");
+    reply.or_else(|| baseline.points.iter().rposition(|known| split_point(known).0 == "before-action:Publish"))
 }
 
 /// Returns the statuses `ffitrace` may end with after the injection.
@@ -439,7 +451,7 @@ fn expected_statuses(
 
     // Once the trace is sent, the program may read it, print it and exit before the signal
     // comes, which then finds a zombie and changes nothing.
-    let trace_sent = position(&|known| known == "before-action:Reply:2").is_some_and(|reply| index > reply);
+    let trace_sent = trace_handed_over(baseline).is_some_and(|handed_over| index > handed_over);
     let printed_everything = outcome.stdout.lines().any(|line| line.starts_with(r#"{"kind":"return""#));
     if trace_sent && printed_everything {
         return vec![fault.status(), scenario.natural_status];
@@ -525,21 +537,17 @@ fn cpu_has(wanted: &[&str]) -> bool {
     wanted.iter().all(|flag| flags.split_whitespace().any(|present| present == *flag))
 }
 
-/// The steps every protection reaches in `every_step`.
-const EVERY_STEP_COMMON: [&str; 18] = [
+/// The steps every protection reaches in `every_step`, with either call protocol.
+const EVERY_STEP_COMMON: [&str; 14] = [
     "before-action:SetRegisters",
     "before-action:Step",
     "before-action:Continue",
-    "before-action:ContinueToSyscall",
     "before-action:Detach",
     "before-action:ReadMemory",
     "before-action:ReadDisposition",
-    "before-action:ReceiveMessage",
-    "before-action:Reply",
     "before-action:WriteMemory",
-    "after-event:Message",
+    "before-action:FollowCpu",
     "after-event:Signal",
-    "after-event:Syscall",
     "after-event:Memory",
     "after-event:Disposition",
     "after-event:NewTask",
@@ -547,12 +555,26 @@ const EVERY_STEP_COMMON: [&str; 18] = [
     "after-event:TaskExited",
 ];
 
+/// The steps of calls that start with the protocol signal and end with the end marker.
+const SIGNAL_PROTOCOL_STEPS: [&str; 5] = [
+    "before-action:ContinueToSyscall",
+    "before-action:ReceiveMessage",
+    "before-action:Reply",
+    "after-event:Message",
+    "after-event:Syscall",
+];
+
+/// The steps of calls that start and end through the call board.
+const BOARD_STEPS: [&str; 3] = ["after-event:CallBoard", "before-action:Publish", "before-action:WatchSystemCalls"];
+
 /// The steps of the vector gather, which the fixture runs only on a CPU with AVX2.
 const GATHER_STEPS: [&str; 2] = ["before-action:ReadVectorRegisters", "after-event:VectorRegisters"];
 
-fn every_step(protection: &'static str, specific: &'static [&'static str]) -> Scenario {
+fn every_step(protection: &'static str, stopless: bool, specific: &'static [&'static str]) -> Scenario {
     let gather: &[&str] = if cpu_has(&["avx2"]) { &GATHER_STEPS } else { &[] };
-    let required: Vec<&'static str> = EVERY_STEP_COMMON.iter().chain(gather).chain(specific).copied().collect();
+    let protocol: &[&str] = if stopless { &BOARD_STEPS } else { &SIGNAL_PROTOCOL_STEPS };
+    let required: Vec<&'static str> =
+        EVERY_STEP_COMMON.iter().chain(protocol).chain(gather).chain(specific).copied().collect();
     Scenario {
         symbol: "every_step",
         args: &["buf:4096"],
@@ -561,20 +583,27 @@ fn every_step(protection: &'static str, specific: &'static [&'static str]) -> Sc
         fatal_from: None,
         only: "",
         required: required.leak(),
+        stopless,
     }
 }
 
 #[test]
 fn every_step_with_mprotect() {
     let specific = &["before-action:Interrupt", "before-action:QueueSignal"];
-    inject_everywhere(&every_step("mprotect", specific));
+    inject_everywhere(&every_step("mprotect", true, specific));
+}
+
+#[test]
+fn every_step_with_signal_protocol() {
+    let specific = &["before-action:Interrupt", "before-action:QueueSignal"];
+    inject_everywhere(&every_step("mprotect", false, specific));
 }
 
 #[test]
 fn every_step_with_auto_protection() {
     let specific: &'static [&'static str] =
         if cpu_has(&["pku", "ospke"]) { &["before-action:SetKeyRights"] } else { &[] };
-    inject_everywhere(&every_step("auto", specific));
+    inject_everywhere(&every_step("auto", true, specific));
 }
 
 /// The comparison protocol of the benchmarks zeroes a stack before each `mprotect`.
@@ -588,6 +617,7 @@ fn zeroed_stack_words() {
         fatal_from: None,
         only: "before-action:ZeroWords",
         required: &["before-action:ZeroWords"],
+        stopless: false,
     });
 }
 
@@ -602,6 +632,7 @@ fn crash(protection: &'static str) -> Scenario {
         fatal_from: Some("before-action:ReadDisposition"),
         only: "",
         required: &["before-action:ReadDisposition", "before-action:Report", "after-event:Disposition"],
+        stopless: true,
     }
 }
 

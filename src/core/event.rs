@@ -74,6 +74,9 @@ pub struct BoardCall {
     /// The program's code that syscall user dispatch lets through: the `syscall` gadget, then
     /// room for the trampolines the core writes.
     pub exempt: PageRange,
+    /// The number of the last call whose trace the program took and returned to its caller.
+    #[serde(default)]
+    pub received: u64,
 }
 
 /// Whether a system-call stop is at the call's entry or its exit.

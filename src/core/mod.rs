@@ -104,7 +104,9 @@ pub struct Supervisor {
     undelivered: Option<(CallTrace, Vec<crate::event::PageRange>)>,
     /// The last board call's trace and pages after the board showed it ended, for the
     /// program to ask for when the board could not carry the whole trace.
-    ended_quietly: Option<(CallTrace, Vec<crate::event::PageRange>)>,
+    ended_quietly: Option<(u64, CallTrace, Vec<crate::event::PageRange>)>,
+    /// The number of the last board call whose trace the program returned to its caller.
+    board_received: u64,
     /// Each thread's slot on the call board, whose selector its syscall user dispatch reads.
     slots: BTreeMap<i32, u16>,
     /// The program's code that syscall user dispatch lets through, once a board call showed it.
@@ -239,6 +241,7 @@ impl Supervisor {
             tasks: tasks::NewTasks::default(),
             undelivered: None,
             ended_quietly: None,
+            board_received: 0,
             slots,
             exempt: None,
             trampolines: dispatch::Trampolines::default(),
@@ -370,16 +373,17 @@ impl Supervisor {
             ChildMessage::Start(_) if self.call.is_some() => {
                 SupervisorMessage::StartReply(StartReply::Rejected("a traced call is already running".to_string()))
             }
-            ChildMessage::Start(request) => match start_call(request) {
-                Ok(call) => {
+            ChildMessage::Start(request) => match (request.cpu, start_call(request)) {
+                (cpu, Ok(call)) => {
                     debug!(tid, pages = call.pages.runs().len(), "traced call starts");
                     self.call = Some(call);
                     let reply = SupervisorMessage::StartReply(StartReply::Started);
-                    return vec![accepted, resume, Action::Reply(reply)];
+                    let follow = cpu.map(|cpu| Action::FollowCpu { cpu });
+                    return follow.into_iter().chain([accepted, resume, Action::Reply(reply)]).collect();
                 }
-                Err(reason) => SupervisorMessage::StartReply(StartReply::Rejected(reason)),
+                (_, Err(reason)) => SupervisorMessage::StartReply(StartReply::Rejected(reason)),
             },
-            ChildMessage::End => match self.finish_call().or_else(|| self.ended_quietly.take()) {
+            ChildMessage::End => match self.finish_call().or_else(|| self.ended_quietly.take().map(|(_, trace, pages)| (trace, pages))) {
                 Some((trace, pages)) => {
                     self.undelivered = Some((trace.clone(), pages));
                     SupervisorMessage::Trace(trace)
@@ -828,6 +832,12 @@ impl Supervisor {
 
     fn on_exit(&mut self, status: ExitStatus) -> Vec<Action> {
         let mut actions = Vec::new();
+        // A board call that ended but whose trace the program never returned to its caller.
+        if let Some((number, trace, pages)) = self.ended_quietly.take() {
+            if number > self.board_received && self.lifecycle != Lifecycle::Dying {
+                actions.push(Action::Report(Box::new(Report::DiedDuringCall { status, trace, pages })));
+            }
+        }
         if let Some(call) = self.call.take() {
             if self.lifecycle != Lifecycle::Dying {
                 let pages = call.pages.runs().to_vec();

@@ -24,12 +24,13 @@ impl Supervisor {
     /// started, and starts the one the board announces.
     pub(super) fn on_board(&mut self, board: BoardCall) -> Vec<Action> {
         self.last_board_call = board.call;
+        self.board_received = board.received;
         if let Some(call) = self.call.as_ref() {
             match call.board {
                 Some(number) if number == board.call && board.active => return Vec::new(),
-                Some(_) => {
-                    // Its trace stays at hand in case the program asks for it.
-                    self.ended_quietly = self.finish_call();
+                Some(number) => {
+                    // Its trace stays at hand in case the program asks for it or dies first.
+                    self.ended_quietly = self.finish_call().map(|(trace, pages)| (number, trace, pages));
                     // Masks change unseen between calls.
                     self.sigsys_blocked.clear();
                 }
@@ -42,6 +43,7 @@ impl Supervisor {
         if !board.active {
             return Vec::new();
         }
+        let cpu = board.request.cpu;
         match start_call(board.request) {
             Ok(mut call) => {
                 debug!(tid = board.tid, call = board.call, pages = call.pages.runs().len(), "traced call starts");
@@ -51,6 +53,7 @@ impl Supervisor {
                 // The program rewrites every selector at the start and end of this call.
                 self.maybe_stale.clear();
                 self.call = Some(call);
+                return cpu.map(|cpu| Action::FollowCpu { cpu }).into_iter().collect();
             }
             Err(reason) => warn!(call = board.call, %reason, "the board announces a call that cannot be traced"),
         }

@@ -57,6 +57,11 @@ const ACTION_NAMES: &[&str] = &[
     "Report",
     "Kill",
     "Finish",
+    "Publish",
+    "SetSyscallSelector",
+    "WatchSystemCalls",
+    "BlockSignal",
+    "FollowCpu",
 ];
 
 const EVENT_NAMES: &[&str] = &[
@@ -72,6 +77,7 @@ const EVENT_NAMES: &[&str] = &[
     "TaskExited",
     "Exited",
     "Killed",
+    "CallBoard",
 ];
 
 /// The fault injected at the chosen step.
@@ -215,14 +221,18 @@ fn parse_plan(value: &str) -> Result<Plan, String> {
 /// Counts the step before the driver executes `action` and injects the fault if it is the
 /// chosen one.
 pub(super) fn before_action(pid: i32, action: &Action) {
-    let program_reaped = matches!(action, Action::Finish { .. } | Action::Report(Box::new(Report::DiedDuringCall { .. })));
+    let program_reaped = match action {
+        Action::Finish { .. } => true,
+        Action::Report(report) => matches!(**report, Report::DiedDuringCall { .. }),
+        _ => false,
+    };
     reach(pid, "before-action", action_name(action), program_reaped);
 }
 
 /// Counts the step after the driver has executed every action for the event named `name` (see
 /// [`event_name`]) and injects the fault if it is the chosen one.
-pub(super) fn after_event(pid: i32, name: &'static str) {
-    reach(pid, "after-event", name, false);
+pub(super) fn after_event(pid: i32, name: &'static str, program_reaped: bool) {
+    reach(pid, "after-event", name, program_reaped);
 }
 
 fn action_name(action: &Action) -> &'static str {
@@ -247,6 +257,11 @@ fn action_name(action: &Action) -> &'static str {
         Action::Report(_) => "Report",
         Action::Kill => "Kill",
         Action::Finish { .. } => "Finish",
+        Action::Publish { .. } => "Publish",
+        Action::SetSyscallSelector { .. } => "SetSyscallSelector",
+        Action::WatchSystemCalls { .. } => "WatchSystemCalls",
+        Action::BlockSignal { .. } => "BlockSignal",
+        Action::FollowCpu { .. } => "FollowCpu",
     }
 }
 
@@ -265,6 +280,7 @@ pub(super) fn event_name(event: &ExecEvent) -> &'static str {
         ExecEvent::TaskExited { .. } => "TaskExited",
         ExecEvent::Exited { .. } => "Exited",
         ExecEvent::Killed { .. } => "Killed",
+        ExecEvent::CallBoard(_) => "CallBoard",
     }
 }
 

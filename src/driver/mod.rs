@@ -29,7 +29,7 @@ struct Driver {
     program_memory: Option<std::fs::File>,
     /// The call board shared with the program, and the call and activity last fed from it.
     board: Option<Board>,
-    board_seen: (u64, bool),
+    board_seen: (u64, bool, u64),
 }
 
 /// Attaches to `pid` and supervises it until it is gone, then exits the process with the
@@ -46,7 +46,7 @@ pub(crate) fn supervise(
     let xsave_layout = xstate::XsaveLayout::from_cpuid();
     let program_memory = std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")).ok();
     let mut driver =
-        Driver { pid, to_child, from_child, options, xsave_layout, program_memory, board, board_seen: (0, false) };
+        Driver { pid, to_child, from_child, options, xsave_layout, program_memory, board, board_seen: (0, false, 0) };
 
     if let Err(reason) = ptrace::seize(pid) {
         // The program receives the reason in `InitError::PtraceDenied` and decides what to print.
@@ -63,9 +63,10 @@ pub(crate) fn supervise(
         let event = wait::next_event(pid, driver.program_memory.as_ref());
         // The stop may be the first the core hears of a board call, or the first after one.
         if let Some(change) = driver.board.as_ref().and_then(|board| board.poll(&mut driver.board_seen)) {
-            driver.run(&mut core, ExecEvent::CallBoard(change));
+            let program_gone = matches!(event, ExecEvent::Exited { .. } | ExecEvent::Killed { .. });
+            driver.run(&mut core, ExecEvent::CallBoard(change), program_gone);
         }
-        driver.run(&mut core, event);
+        driver.run(&mut core, event, false);
     }
 }
 
@@ -113,7 +114,8 @@ fn forward_termination_signals(pid: i32) {
 impl Driver {
     /// Feeds `event` to the core and executes its actions; an action that yields an event
     /// (receiving a message) feeds that event in turn.
-    fn run(&mut self, core: &mut Supervisor, event: ExecEvent) {
+    /// `program_gone` is true when the program was already reaped, so nothing may signal it.
+    fn run(&mut self, core: &mut Supervisor, event: ExecEvent, program_gone: bool) {
         let mut pending = Some(event);
         while let Some(event) = pending.take() {
             #[cfg(feature = "fault-injection")]
@@ -124,7 +126,7 @@ impl Driver {
                 }
             }
             #[cfg(feature = "fault-injection")]
-            inject::after_event(self.pid, event_name);
+            inject::after_event(self.pid, event_name, program_gone);
         }
     }
 
@@ -175,6 +177,10 @@ impl Driver {
             }
             Action::Kill => ptrace::kill(pid),
             Action::BlockSignal { tid, signal } => ptrace::block_signal(tid, signal),
+            Action::FollowCpu { cpu } => {
+                follow_cpu(cpu);
+                Ok(())
+            }
             Action::Publish { call, records, complete } => {
                 self.board.as_ref().map_or(Ok(()), |board| {
                     board.publish(call, &records, complete);
@@ -244,5 +250,40 @@ impl Driver {
             Err(TryRecvError::Empty) => ExecEvent::MessageLost { reason: format!("timed out after {timeout:?}") },
             Err(TryRecvError::IpcError(error)) => ExecEvent::MessageLost { reason: error.to_string() },
         }
+    }
+}
+
+/// The CPUs the supervisor may run on, as it started: it moves only among these.
+static ALLOWED_CPUS: std::sync::OnceLock<Option<libc::cpu_set_t>> = std::sync::OnceLock::new();
+
+/// Moves the supervisor onto `cpu` when it runs elsewhere and started allowed to run there.
+/// A stop then wakes a process on the same CPU, which costs about a quarter of a wake-up of
+/// another CPU on the machine in BENCHMARKS.md.
+fn follow_cpu(cpu: u32) {
+    let allowed = ALLOWED_CPUS.get_or_init(|| {
+        // SAFETY: cpu_set_t is a plain bit set that sched_getaffinity fills.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
+        }
+    });
+    let Some(allowed) = allowed else { return };
+    let cpu = cpu as usize;
+    // SAFETY: CPU_ISSET and sched_getcpu only read; the index is checked against the set's size.
+    let (may_run, current) = unsafe {
+        let may_run = cpu < libc::CPU_SETSIZE as usize && libc::CPU_ISSET(cpu, allowed);
+        (may_run, libc::sched_getcpu())
+    };
+    if !may_run || current == cpu as i32 {
+        return;
+    }
+    // SAFETY: a zeroed set with one CPU added is a valid argument.
+    let result = unsafe {
+        let mut only: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut only);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only)
+    };
+    if result != 0 {
+        debug!(cpu, error = %std::io::Error::last_os_error(), "cannot move the supervisor to the caller's CPU");
     }
 }
