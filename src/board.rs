@@ -44,10 +44,8 @@ mod word {
     pub const RUNS: usize = 7;
     pub const EXEMPT_START: usize = 8;
     pub const EXEMPT_LEN: usize = 9;
-    /// The caller's CPU plus one, 0 when unknown.
-    pub const CPU: usize = 10;
     /// The number of the last call whose trace the program took.
-    pub const RECEIVED: usize = 11;
+    pub const RECEIVED: usize = 10;
     pub const PUBLISHED_CALL: usize = 16;
     pub const PUBLISHED_LEN: usize = 17;
     pub const COMPLETE: usize = 18;
@@ -173,7 +171,6 @@ impl Board {
         self.word(word::RUNS).store(request.pages.len() as u64, Ordering::Relaxed);
         self.word(word::EXEMPT_START).store(exempt.0, Ordering::Relaxed);
         self.word(word::EXEMPT_LEN).store(exempt.1, Ordering::Relaxed);
-        self.word(word::CPU).store(request.cpu.map_or(0, |cpu| u64::from(cpu) + 1), Ordering::Relaxed);
         self.word(word::CALL).store(call, Ordering::Release);
         self.word(word::ACTIVE).store(1, Ordering::Release);
         self.set_selectors(SELECTOR_BLOCK);
@@ -259,7 +256,6 @@ impl Board {
             page_size: self.word(word::PAGE_SIZE).load(Ordering::Relaxed),
             protection,
             emulate: self.word(word::EMULATE).load(Ordering::Relaxed) == 1,
-            cpu: self.word(word::CPU).load(Ordering::Relaxed).checked_sub(1).and_then(|cpu| u32::try_from(cpu).ok()),
         }
     }
 

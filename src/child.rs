@@ -333,9 +333,7 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     let protection = channel.protection;
     let fault_signals = FaultSignals::capture();
     protect(set, protection, Protect::Close)?;
-    // SAFETY: sched_getcpu has no preconditions; glibc answers it without a system call.
-    let cpu = u32::try_from(unsafe { libc::sched_getcpu() }).ok();
-    let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate, cpu };
+    let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate };
     let tid = current_thread_id();
     if let Some(board) = channel.board.as_ref().filter(|_| fault_signals.allow_dispatch()) {
         let number = channel.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;

@@ -36,10 +36,6 @@ pub struct StartRequest {
     /// stepping them.
     #[serde(default)]
     pub emulate: bool,
-    /// The CPU the calling thread ran on when it made the request, where the supervisor moves
-    /// to: a stop whose two processes share a CPU costs a fraction of one that wakes another.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<u32>,
 }
 
 /// The mechanism that keeps traced pages from being accessed during a call.

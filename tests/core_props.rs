@@ -292,7 +292,7 @@ impl PageChoice {
             }
             PageChoice::BadPageSize => (vec![PageRange { start: 0x3000, len: 0x3000 }], 3),
         };
-        StartRequest { pages, page_size, protection: protect.protection(), emulate: accesses == Accesses::Emulated, cpu: None }
+        StartRequest { pages, page_size, protection: protect.protection(), emulate: accesses == Accesses::Emulated }
     }
 }
 
@@ -497,7 +497,6 @@ fn action_task(action: &Action) -> Option<i32> {
         | Action::BlockSignal { tid, .. } => Some(*tid),
         Action::ReceiveMessage
         | Action::Publish { .. }
-        | Action::FollowCpu { .. }
         | Action::SetSyscallSelector { .. }
         | Action::PollMessage
         | Action::Reply(_)

@@ -162,7 +162,7 @@ impl Script {
     /// Plays the main thread starting a traced call on `pages`; `emulate` lets the supervisor
     /// carry out simple accesses itself.
     fn start_with(&mut self, pages: &[PageRange], emulate: bool) {
-        let request = StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate, cpu: None };
+        let request = StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate };
         self.send(CHILD_PID, ChildMessage::Start(request));
     }
 
@@ -990,7 +990,7 @@ fn protocol_stop_from_second_thread() {
     let mut script = Script::new(MPROTECT);
     script.spawn_thread(THREAD);
     let request =
-        StartRequest { pages: vec![pages(PAGE_A, 1)], page_size: PAGE_SIZE, protection: MPROTECT, emulate: false, cpu: None };
+        StartRequest { pages: vec![pages(PAGE_A, 1)], page_size: PAGE_SIZE, protection: MPROTECT, emulate: false };
     script.send(THREAD, ChildMessage::Start(request));
     script.feed(script.fault(CHILD_PID, PAGE_A + 0x30, PAGE_A + 0x30, MOV_EAX_TO_RDI));
     script.interrupted(THREAD);
@@ -1166,7 +1166,7 @@ impl Script {
     /// Plays the driver seeing call number `call` of the main thread on the call board, with
     /// `exempt_len` bytes of exempt code.
     fn board_with(&mut self, call: u64, active: bool, pages: &[PageRange], exempt_len: u64) {
-        let request = StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate: true, cpu: None };
+        let request = StartRequest { pages: pages.to_vec(), page_size: PAGE_SIZE, protection: self.protection, emulate: true };
         let exempt = PageRange { start: EXEMPT, len: exempt_len };
         self.feed(ExecEvent::CallBoard(BoardCall { call, active, tid: CHILD_PID, request, exempt, received: 0 }));
     }

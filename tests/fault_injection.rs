@@ -538,7 +538,7 @@ fn cpu_has(wanted: &[&str]) -> bool {
 }
 
 /// The steps every protection reaches in `every_step`, with either call protocol.
-const EVERY_STEP_COMMON: [&str; 14] = [
+const EVERY_STEP_COMMON: [&str; 13] = [
     "before-action:SetRegisters",
     "before-action:Step",
     "before-action:Continue",
@@ -546,7 +546,6 @@ const EVERY_STEP_COMMON: [&str; 14] = [
     "before-action:ReadMemory",
     "before-action:ReadDisposition",
     "before-action:WriteMemory",
-    "before-action:FollowCpu",
     "after-event:Signal",
     "after-event:Memory",
     "after-event:Disposition",

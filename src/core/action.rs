@@ -75,9 +75,6 @@ pub enum Action {
     WatchSystemCalls { tid: i32, slot: u16 },
     /// Add `signal` to the stopped thread's blocked signals (`PTRACE_SETSIGMASK`).
     BlockSignal { tid: i32, signal: i32 },
-    /// Move the supervisor to this CPU, where the thread making the call runs, if the
-    /// supervisor may run there and is elsewhere.
-    FollowCpu { cpu: u32 },
 }
 
 /// One recording step of a trace, as the program replays it from the call board: the

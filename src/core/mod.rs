@@ -373,15 +373,14 @@ impl Supervisor {
             ChildMessage::Start(_) if self.call.is_some() => {
                 SupervisorMessage::StartReply(StartReply::Rejected("a traced call is already running".to_string()))
             }
-            ChildMessage::Start(request) => match (request.cpu, start_call(request)) {
-                (cpu, Ok(call)) => {
+            ChildMessage::Start(request) => match start_call(request) {
+                Ok(call) => {
                     debug!(tid, pages = call.pages.runs().len(), "traced call starts");
                     self.call = Some(call);
                     let reply = SupervisorMessage::StartReply(StartReply::Started);
-                    let follow = cpu.map(|cpu| Action::FollowCpu { cpu });
-                    return follow.into_iter().chain([accepted, resume, Action::Reply(reply)]).collect();
+                    return vec![accepted, resume, Action::Reply(reply)];
                 }
-                (_, Err(reason)) => SupervisorMessage::StartReply(StartReply::Rejected(reason)),
+                Err(reason) => SupervisorMessage::StartReply(StartReply::Rejected(reason)),
             },
             ChildMessage::End => match self.finish_call().or_else(|| self.ended_quietly.take().map(|(_, trace, pages)| (trace, pages))) {
                 Some((trace, pages)) => {

@@ -43,7 +43,6 @@ impl Supervisor {
         if !board.active {
             return Vec::new();
         }
-        let cpu = board.request.cpu;
         match start_call(board.request) {
             Ok(mut call) => {
                 debug!(tid = board.tid, call = board.call, pages = call.pages.runs().len(), "traced call starts");
@@ -53,7 +52,6 @@ impl Supervisor {
                 // The program rewrites every selector at the start and end of this call.
                 self.maybe_stale.clear();
                 self.call = Some(call);
-                return cpu.map(|cpu| Action::FollowCpu { cpu }).into_iter().collect();
             }
             Err(reason) => warn!(call = board.call, %reason, "the board announces a call that cannot be traced"),
         }

@@ -61,7 +61,6 @@ const ACTION_NAMES: &[&str] = &[
     "SetSyscallSelector",
     "WatchSystemCalls",
     "BlockSignal",
-    "FollowCpu",
 ];
 
 const EVENT_NAMES: &[&str] = &[
@@ -261,7 +260,6 @@ fn action_name(action: &Action) -> &'static str {
         Action::SetSyscallSelector { .. } => "SetSyscallSelector",
         Action::WatchSystemCalls { .. } => "WatchSystemCalls",
         Action::BlockSignal { .. } => "BlockSignal",
-        Action::FollowCpu { .. } => "FollowCpu",
     }
 }
 

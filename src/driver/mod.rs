@@ -115,7 +115,12 @@ impl Driver {
     /// Feeds `event` to the core and executes its actions; an action that yields an event
     /// (receiving a message) feeds that event in turn.
     /// `program_gone` is true when the program was already reaped, so nothing may signal it.
-    fn run(&mut self, core: &mut Supervisor, event: ExecEvent, program_gone: bool) {
+    fn run(
+        &mut self,
+        core: &mut Supervisor,
+        event: ExecEvent,
+        #[cfg_attr(not(feature = "fault-injection"), allow(unused_variables))] program_gone: bool,
+    ) {
         let mut pending = Some(event);
         while let Some(event) = pending.take() {
             #[cfg(feature = "fault-injection")]
@@ -177,10 +182,6 @@ impl Driver {
             }
             Action::Kill => ptrace::kill(pid),
             Action::BlockSignal { tid, signal } => ptrace::block_signal(tid, signal),
-            Action::FollowCpu { cpu } => {
-                follow_cpu(cpu);
-                Ok(())
-            }
             Action::Publish { call, records, complete } => {
                 self.board.as_ref().map_or(Ok(()), |board| {
                     board.publish(call, &records, complete);
@@ -253,37 +254,3 @@ impl Driver {
     }
 }
 
-/// The CPUs the supervisor may run on, as it started: it moves only among these.
-static ALLOWED_CPUS: std::sync::OnceLock<Option<libc::cpu_set_t>> = std::sync::OnceLock::new();
-
-/// Moves the supervisor onto `cpu` when it runs elsewhere and started allowed to run there.
-/// A stop then wakes a process on the same CPU, which costs about a quarter of a wake-up of
-/// another CPU on the machine in BENCHMARKS.md.
-fn follow_cpu(cpu: u32) {
-    let allowed = ALLOWED_CPUS.get_or_init(|| {
-        // SAFETY: cpu_set_t is a plain bit set that sched_getaffinity fills.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
-        }
-    });
-    let Some(allowed) = allowed else { return };
-    let cpu = cpu as usize;
-    // SAFETY: CPU_ISSET and sched_getcpu only read; the index is checked against the set's size.
-    let (may_run, current) = unsafe {
-        let may_run = cpu < libc::CPU_SETSIZE as usize && libc::CPU_ISSET(cpu, allowed);
-        (may_run, libc::sched_getcpu())
-    };
-    if !may_run || current == cpu as i32 {
-        return;
-    }
-    // SAFETY: a zeroed set with one CPU added is a valid argument.
-    let result = unsafe {
-        let mut only: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut only);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only)
-    };
-    if result != 0 {
-        debug!(cpu, error = %std::io::Error::last_os_error(), "cannot move the supervisor to the caller's CPU");
-    }
-}
