@@ -1261,3 +1261,17 @@ fn board_steps_when_trampolines_full() {
          after a stepped rt_sigreturn r11 is the interrupted code's and stays as it is",
     );
 }
+
+#[test]
+fn new_thread_loses_step_flag() {
+    let mut script = Script::new(MPROTECT);
+    script.feed(ExecEvent::NewTask { parent: CHILD_PID, tid: THREAD, kind: TaskKind::Thread });
+    // The parent's clone was stepped, so syscall saved the trap flag in the new thread's r11.
+    let regs = Registers { rip: CLONE_RETURN_RIP, r11: 0x346, ..base_registers() };
+    script.feed(ExecEvent::OtherStop { tid: THREAD, regs: Some(regs) });
+    script.assert_snapshot(
+        "core_new_thread_step_flag",
+        "a thread made by a stepped clone stops first with the step's trap flag in r11 (0x346) \
+         while its flags lack it: the core clears the bit before the thread runs",
+    );
+}

@@ -14,8 +14,8 @@
 //!   and jumps to the same site. A signal handler that interrupts the call returns into it.
 //! - **A step**, when the exempt code is full or the call was made with `int 0x80`: the core
 //!   opens the thread's selector, moves it back onto its instruction and single-steps it,
-//!   then blocks the selector again and clears the trap flag that `syscall` saved in r11.
-//!   Two stops per system call. A thread in this state keeps running while another thread
+//!   then blocks the selector again and clears the trap flag that `syscall` saved in r11,
+//!   also in a new task a stepped `clone` or `fork` made. Two stops per system call. A thread in this state keeps running while another thread
 //!   has pages open with `mprotect`, so its system call may reach them.
 //!
 //! Outside board calls a SIGSYS of this kind is the core's only when it re-blocked that
@@ -119,6 +119,13 @@ fn rewound(regs: &Registers) -> Registers {
 pub(super) fn hold_dispatched_syscall(held: &mut Held, stop: &SignalStop) -> Vec<Action> {
     held.stopped = true;
     vec![Action::SetRegisters { tid: stop.tid, regs: rewound(&stop.regs) }]
+}
+
+/// Returns the registers of a new task without the trap flag in r11, where its parent's
+/// `clone` or `fork` was stepped: `syscall` saved the step's trap flag there, and the new task
+/// returns from the same instruction. `None` when r11 has no trap flag the task's flags lack.
+pub(super) fn without_step_flag(regs: &Registers) -> Option<Registers> {
+    (regs.r11 & TRAP_FLAG != 0 && regs.eflags & TRAP_FLAG == 0).then_some(Registers { r11: regs.r11 & !TRAP_FLAG, ..*regs })
 }
 
 /// Returns the code of the trampoline for the `syscall` site that returns to `site`.

@@ -770,7 +770,9 @@ impl Supervisor {
         if self.tasks.take_announced_thread(tid) {
             // The first stop of a thread its parent announced: it can be configured now.
             let mut actions = self.watch_system_calls(tid);
-            actions.extend(self.on_other_stop(tid, regs));
+            let fixed = regs.as_ref().and_then(dispatch::without_step_flag);
+            actions.extend(fixed.map(|regs| Action::SetRegisters { tid, regs }));
+            actions.extend(self.on_other_stop(tid, fixed.or(regs)));
             return actions;
         }
         match self.threads.remove(&tid) {

@@ -154,8 +154,13 @@ fn first_stop(
     regs: Option<Registers>,
     call: Option<ForkedCall>,
 ) -> Vec<Action> {
+    // A task made by a stepped `clone` or `fork` must not see the step's trap flag.
+    let without_flag = regs.as_ref().and_then(super::dispatch::without_step_flag);
+    let regs = without_flag.or(regs);
+    let mut fixed: Vec<Action> = without_flag.map(|regs| Action::SetRegisters { tid, regs }).into_iter().collect();
     if kind == TaskKind::Thread {
         let mut actions = supervisor.watch_system_calls(tid);
+        actions.append(&mut fixed);
         if supervisor.world_stopped() {
             supervisor.threads.insert(tid, Thread::Held(Held { stopped: true, ..Held::default() }));
             return actions;
@@ -165,11 +170,13 @@ fn first_stop(
         return actions;
     }
     let Some(call) = call else {
-        return vec![Action::Detach { tid }];
+        fixed.push(Action::Detach { tid });
+        return fixed;
     };
     match (call.protection, kind, regs) {
         (Protection::ProtectionKey { key }, _, _) => {
-            vec![Action::SetKeyRights { tid, key, rights: KeyRights::ReadWrite }, Action::Detach { tid }]
+            fixed.extend([Action::SetKeyRights { tid, key, rights: KeyRights::ReadWrite }, Action::Detach { tid }]);
+            fixed
         }
         (Protection::Mprotect { syscall_gadget, .. }, TaskKind::Fork, Some(saved_regs)) => {
             let release = Release { saved_regs, runs: call.runs, next: 0, gadget: syscall_gadget, signals: Vec::new() };
@@ -186,7 +193,10 @@ fn first_stop(
         }
         // NOTE: a vfork child shares the program's pages, so with mprotect they stay
         // protected for it; it faults if it touches them before it execs.
-        (Protection::Mprotect { .. }, _, _) => vec![Action::Detach { tid }],
+        (Protection::Mprotect { .. }, _, _) => {
+            fixed.push(Action::Detach { tid });
+            fixed
+        }
     }
 }
 
