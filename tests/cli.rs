@@ -449,3 +449,15 @@ fn help_documents_the_argument_forms_and_exit_statuses() {
         assert!(run.stdout.contains(needle), "--help lacks {needle}");
     }
 }
+
+#[test]
+fn switch_variables_accept_empty_and_case() {
+    for (value, status) in [("", Some(0)), ("ON", Some(0)), ("Off", Some(0)), ("maybe", Some(2))] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ffitrace"))
+            .args(["call", "libc.so.6", "strlen", "str:abc", "--json"])
+            .env("FFITRACE_STOPLESS", value)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), status, "FFITRACE_STOPLESS={value:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}

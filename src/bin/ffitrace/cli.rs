@@ -39,7 +39,8 @@ Exit status:
          be decoded, or a system call used or remapped the traced pages (both are
          listed on stderr)
   128+S  the native code died of signal S (139 for SIGSEGV); the accesses traced
-         before the crash and the buffers' contents are still printed
+         before it are still printed, and after a fault or abort() the buffers'
+         contents too
   other  the native code exited with that status during the call (status 0 becomes 1)
 
 Environment:

@@ -56,7 +56,7 @@ fn describe_crash(crash: &Crash, view: &ProcessView, buffers: &[Buffer], page_si
     let info = &crash.info;
     let when = match (&crash.trace, buffers.is_empty()) {
         (Some(_), _) => "during the traced call",
-        (None, true) => "during the call, which had no buffer to trace",
+        (None, true) => "during a call with no buffers, so untraced,",
         (None, false) => "outside the traced call",
     };
     let mut text = format!(
@@ -65,12 +65,12 @@ fn describe_crash(crash: &Crash, view: &ProcessView, buffers: &[Buffer], page_si
         signals::code_meaning(info.signo, info.code)
     );
     if signals::has_data_address(info.signo, info.code) {
-        let place = if info.addr.abs_diff(crash.regs.rsp) < STACK_REACH {
-            "next to the stack pointer: a stack overflow, if the stack's guard page was hit".to_string()
-        } else {
-            near_buffer(info.addr, buffers, page_size)
-        };
-        text += &format!(" at address {:#x}, {place}", info.addr);
+        text += &format!(" at address {:#x}", info.addr);
+        if info.addr.abs_diff(crash.regs.rsp) < STACK_REACH {
+            text += ", next to the stack pointer: a stack overflow, if the stack's guard page was hit";
+        } else if !buffers.is_empty() {
+            text += &format!(", {}", near_buffer(info.addr, buffers, page_size));
+        }
     }
     let rip = crash.regs.rip;
     // The core leaves the instruction out where the thread stopped elsewhere than the

@@ -186,11 +186,12 @@ fn style(json: bool) -> Style {
     Style::Text { color: !no_color && std::io::stdout().is_terminal() }
 }
 
-/// Reads an on/off environment variable, on when unset.
+/// Reads an on/off environment variable in any letter case, on when unset or empty.
 fn switch(name: &str) -> Result<bool, String> {
-    match std::env::var(name).as_deref() {
-        Err(_) | Ok("1" | "on" | "yes" | "true") => Ok(true),
-        Ok("0" | "off" | "no" | "false") => Ok(false),
-        Ok(other) => Err(format!("{name}: '{other}' is not one of 0, off, no, false, 1, on, yes, true")),
+    let value = std::env::var(name).unwrap_or_default().to_ascii_lowercase();
+    match value.as_str() {
+        "" | "1" | "on" | "yes" | "true" => Ok(true),
+        "0" | "off" | "no" | "false" => Ok(false),
+        other => Err(format!("{name}: '{other}' is not one of 0, off, no, false, 1, on, yes, true")),
     }
 }
