@@ -3,7 +3,7 @@
 //!
 //! `init` maps it before it forks, so it lies at the same address in both processes. The
 //! program writes the running call (its number, thread and pages) and the system-call
-//! selectors; the supervisor reads them when a stop needs them and appends the accesses it
+//! selectors. The supervisor reads them when a stop needs them and appends the accesses it
 //! records, which the program reads when the call returns. Neither side waits for the
 //! other: the supervisor reads the board only while a thread of the program is stopped, and
 //! the program reads the accesses only after the stop that recorded them has ended.
@@ -17,8 +17,8 @@ use crate::messages::{Protection, StartRequest};
 /// System-call selectors: one byte per thread slot, read by the kernel at each system call of
 /// a thread whose syscall user dispatch points at it.
 pub(crate) const SELECTOR_SLOTS: usize = 4096;
-/// The most runs of pages a call can announce on the board; a call with more uses the
-/// protocol signal.
+/// The maximum number of page runs a call can announce on the board. A call with more uses
+/// the protocol signal.
 pub(crate) const MAX_RUNS: usize = 4096;
 /// `SYSCALL_DISPATCH_FILTER_ALLOW`: the thread's system calls run.
 pub(crate) const SELECTOR_ALLOW: u8 = 0;
@@ -68,12 +68,12 @@ unsafe impl Send for Board {}
 // SAFETY: as for Send.
 unsafe impl Sync for Board {}
 
-/// What the program finds on the board after its call.
+/// The result the program reads from the board after its call.
 pub(crate) enum Published {
     /// The supervisor recorded everything the call did: here it is.
     Complete(CallTrace),
-    /// The trace holds more than the board carries (a note, an unsupported instruction, or
-    /// too many records): ask the supervisor for it.
+    /// The trace contains more than the board carries (a note, an unsupported instruction,
+    /// or too many records), so the program requests it from the supervisor.
     AskSupervisor,
 }
 

@@ -67,9 +67,9 @@ fn map_exempt_code() -> Option<u64> {
     }
 }
 
-/// The range from which syscall user dispatch lets system calls through: the exempt code
-/// area, or the built-in gadget alone when there is none. The supervisor's own `mprotect`s
-/// run from there while the selectors block.
+/// Returns the range from which syscall user dispatch lets system calls through: the exempt
+/// code area, or the built-in gadget alone when there is none. The supervisor's own
+/// `mprotect`s run from there while the selectors block.
 pub(crate) fn syscall_gadget_range() -> (u64, u64) {
     match EXEMPT_CODE.load(std::sync::atomic::Ordering::Relaxed) {
         0 => {

@@ -65,7 +65,7 @@ pub enum Action {
     Kill,
     /// The traced program is gone: stop supervising and exit with this status.
     Finish { exit_code: i32 },
-    /// Append `records` to the trace of board call number `call` on the call board, and say
+    /// Append `records` to the trace of board call number `call` on the call board, and store
     /// whether the trace is complete with them (no note, no unsupported instruction).
     Publish { call: u64, records: Vec<Recorded>, complete: bool },
     /// Set the system-call selector of thread slot `slot` on the call board: blocked system

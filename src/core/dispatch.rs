@@ -9,7 +9,7 @@
 //! - **A trampoline** per `syscall` site: `syscall; mov rcx, SITE; jmp rcx`, where `SITE` is
 //!   the address after the site's own `syscall`. The core writes it once into the exempt
 //!   code and points the thread at it. A system call then costs one stop and the selector
-//!   stays blocking. The registers afterwards are those of the native call: rcx holds the
+//!   stays blocking. The registers afterwards are those of the native call: rcx contains the
 //!   return address and r11 the flags. A new thread or process returns from `clone` or `fork` in the trampoline too
 //!   and jumps to the same site. A signal handler that interrupts the call returns into it.
 //! - **A step**, when the exempt code is full or the call was made with `int 0x80`: the core
@@ -85,7 +85,7 @@ pub(crate) struct Trampolines {
 impl Trampolines {
     /// Returns the registers of a thread stopped in a trampoline as they would be at the
     /// native `syscall`: before it (rip on the site's own instruction), or after it (rip at
-    /// the site, with rcx pointing there). A signal handler then sees the native context, and
+    /// the site, with rcx pointing there). A signal handler then gets the native context, and
     /// a system call the signal interrupted is restarted from the site's own instruction.
     pub(super) fn leave(&self, regs: &Registers) -> Option<Registers> {
         let (&address, &site) = self.by_address.range(..=regs.rip).next_back()?;

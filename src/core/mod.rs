@@ -197,7 +197,7 @@ pub(crate) struct Call {
     /// The call's number on the call board, or `None` for a call started with the protocol
     /// signal.
     pub(crate) board: Option<u64>,
-    /// What was recorded since the last [`Action::Publish`] (board calls only).
+    /// The records made since the last [`Action::Publish`] (board calls only).
     pub(crate) journal: Vec<Recorded>,
     /// Whether the trace was complete at the last [`Action::Publish`].
     pub(crate) published_complete: bool,

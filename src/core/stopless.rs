@@ -29,7 +29,7 @@ impl Supervisor {
             match call.board {
                 Some(number) if number == board.call && board.active => return Vec::new(),
                 Some(number) => {
-                    // Its trace stays at hand in case the program asks for it or dies first.
+                    // Its trace is kept in case the program requests it or dies first.
                     self.ended_quietly = self.finish_call().map(|(trace, pages)| (number, trace, pages));
                     // Masks change unseen between calls.
                     self.sigsys_blocked.clear();
@@ -62,8 +62,8 @@ impl Supervisor {
     /// when a board call runs. With every slot taken, that thread's system calls are not
     /// checked.
     pub(super) fn watch_system_calls(&mut self, tid: i32) -> Vec<Action> {
-        let taken: std::collections::BTreeSet<u16> = self.slots.values().copied().collect();
-        let Some(slot) = (1..SLOTS).find(|slot| !taken.contains(slot)) else {
+        let used_slots: std::collections::BTreeSet<u16> = self.slots.values().copied().collect();
+        let Some(slot) = (1..SLOTS).find(|slot| !used_slots.contains(slot)) else {
             warn!(tid, "no system-call selector left for this thread: its system calls in calls are not checked");
             return Vec::new();
         };

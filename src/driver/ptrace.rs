@@ -181,8 +181,8 @@ pub(super) fn interrupt(tid: i32) -> Result<(), String> {
 }
 
 /// Returns whether the thread's system-call stop is an entry, and whether the system call is
-/// a 32-bit one (`PTRACE_GET_SYSCALL_INFO`, Linux 5.3 and later: the first byte of the result
-/// is 1 at entry, 2 at exit, and the 32-bit word at byte 4 is the `AUDIT_ARCH_*` value).
+/// a 32-bit one. It uses `PTRACE_GET_SYSCALL_INFO` (Linux 5.3 and later): the first byte of
+/// the result is 1 at entry and 2 at exit, and the 32-bit word at byte 4 is `AUDIT_ARCH_*`.
 pub(super) fn syscall_stop_kind(tid: i32) -> Result<(bool, bool), String> {
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
     const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;

@@ -73,8 +73,8 @@ fn describe_crash(crash: &Crash, view: &ProcessView, buffers: &[Buffer], page_si
         }
     }
     let rip = crash.regs.rip;
-    // The core leaves the instruction out where the thread stopped elsewhere than the
-    // program's code (in a system-call trampoline); the stopped program's memory still holds it.
+    // The core leaves the instruction out where the thread stopped in a system-call
+    // trampoline rather than the program's code. The stopped program's memory still has it.
     let instruction = crash.instruction.clone().or_else(|| {
         let code = read_code(view.pid, rip)?;
         ffitrace::decode::disassemble_x86_64(&code, rip)
