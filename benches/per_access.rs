@@ -55,6 +55,9 @@ pub enum Method {
     Untraced,
     /// The minimal one-stop-per-access tracer of `floor.rs`.
     Floor,
+    /// The same tracer, also moving each access's bytes through `/proc/PID/mem` as a
+    /// supervisor that carries out the instruction must (`floor.rs`).
+    FloorData,
     /// ffitrace with `PageProtection::ComparisonZeroedStack` and no emulation: every access
     /// is stepped with four stops, and 2 x 128 words are zeroed.
     SeedStyle,
@@ -74,9 +77,10 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 9] = [
         Method::Untraced,
         Method::Floor,
+        Method::FloorData,
         Method::SeedStyle,
         Method::Mprotect,
         Method::DefaultStepped,
@@ -89,6 +93,7 @@ impl Method {
         match self {
             Method::Untraced => "untraced",
             Method::Floor => "floor",
+            Method::FloorData => "floor-data",
             Method::SeedStyle => "seed-style",
             Method::Mprotect => "mprotect",
             Method::DefaultStepped => "default-step",

@@ -71,7 +71,8 @@ fn measure(method: Method, workload: Workload, size: usize, target: Duration) ->
     // The seed-style tracer steps every access: it has no supervisor-side emulation.
     let (page_protection, emulate_simple_accesses, stopless_calls) = match method {
         Method::Untraced => return untraced(&library, workload, size, target),
-        Method::Floor => return floor::measure(&library, workload, size, target),
+        Method::Floor => return floor::measure(&library, workload, size, target, false),
+        Method::FloorData => return floor::measure(&library, workload, size, target, true),
         Method::SeedStyle => (PageProtection::ComparisonZeroedStack, false, false),
         Method::Mprotect => (PageProtection::Mprotect, true, true),
         Method::DefaultStepped => (PageProtection::Auto, false, true),

@@ -12,16 +12,34 @@
 //! buffers keep their old contents: the floor is a lower bound on cost, not a tracer, and its
 //! buffers are not checked. Where the workload's path depends on the loaded values (strlen,
 //! qsort), the floor's path differs from the real one.
+//!
+//! The floor with data (`floor-data`) adds, at each stop, the system calls that a supervisor
+//! which carries the instruction out cannot avoid: `PTRACE_GETSIGINFO` (a SIGSEGV sent with
+//! `kill` must not be taken for a fault), a `pread` of the code from `/proc/PID/mem` (code can
+//! change, so it is not cached), and the access's bytes through `/proc/PID/mem`, which alone
+//! reaches `PROT_NONE` pages. A `rep stos` or `rep movs` is carried out: its bytes are written
+//! (and for `movs` first read) and RSI, RDI and RCX set after it. Any other instruction reads
+//! its memory operand's bytes at the fault address and is skipped. It still leaves loaded
+//! registers stale, so it is no tracer either.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use iced_x86::{Decoder, DecoderOptions};
+use std::os::unix::fs::FileExt;
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 
 use crate::child::{time_calls, Measurement, Timing};
 use crate::workloads::{Library, Setup, Workload};
 
-pub fn measure(library: &Library, workload: Workload, size: usize, target: Duration) -> Result<Measurement, String> {
+/// Runs the workload under the floor, or under the floor with data when `carry_data` is set.
+pub fn measure(
+    library: &Library,
+    workload: Workload,
+    size: usize,
+    target: Duration,
+    carry_data: bool,
+) -> Result<Measurement, String> {
     let mut pipe = [0; 2];
     // SAFETY: `pipe` has room for the two descriptors.
     if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
@@ -38,7 +56,7 @@ pub fn measure(library: &Library, workload: Workload, size: usize, target: Durat
         pid => {
             // SAFETY: the write end belongs to the traced process.
             unsafe { libc::close(pipe[1]) };
-            let stops = trace(pid)?;
+            let stops = trace(pid, carry_data.then(DataPath::new))?;
             let mut text = String::new();
             {
                 use std::io::Read;
@@ -105,7 +123,7 @@ fn traced_process(library: &Library, workload: Workload, size: usize, target: Du
 }
 
 /// Traces `pid` until it exits and returns the number of SIGSEGV stops.
-fn trace(pid: i32) -> Result<u64, String> {
+fn trace(pid: i32, mut data: Option<DataPath>) -> Result<u64, String> {
     let mut lengths: HashMap<u64, u64> = HashMap::new();
     let mut stops = 0u64;
     loop {
@@ -127,7 +145,10 @@ fn trace(pid: i32) -> Result<u64, String> {
         let deliver = match signal {
             libc::SIGSEGV => {
                 stops += 1;
-                skip_instruction(pid, &mut lengths)?;
+                match data.as_mut() {
+                    Some(data) => data.carry_out(pid)?,
+                    None => skip_instruction(pid, &mut lengths)?,
+                }
                 0
             }
             libc::SIGSTOP => 0,
@@ -139,12 +160,7 @@ fn trace(pid: i32) -> Result<u64, String> {
 }
 
 fn skip_instruction(pid: i32, lengths: &mut HashMap<u64, u64>) -> Result<(), String> {
-    // SAFETY: user_regs_struct is plain integers; PTRACE_GETREGS fills it.
-    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: `regs` is live and of the type PTRACE_GETREGS writes.
-    if unsafe { libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs) } != 0 {
-        return Err(format!("PTRACE_GETREGS failed: {}", std::io::Error::last_os_error()));
-    }
+    let mut regs = get_registers(pid)?;
     let len = match lengths.get(&regs.rip) {
         Some(&len) => len,
         None => {
@@ -154,8 +170,111 @@ fn skip_instruction(pid: i32, lengths: &mut HashMap<u64, u64>) -> Result<(), Str
         }
     };
     regs.rip += len;
+    set_registers(pid, &regs)
+}
+
+/// The floor with data's access to the traced process's memory.
+struct DataPath {
+    /// `/proc/PID/mem`, opened at the first stop, once the process is traced.
+    memory: Option<std::fs::File>,
+    bytes: Vec<u8>,
+}
+
+impl DataPath {
+    fn new() -> DataPath {
+        DataPath { memory: None, bytes: Vec::new() }
+    }
+
+    /// Moves the faulting instruction's bytes and then its instruction pointer past it.
+    fn carry_out(&mut self, pid: i32) -> Result<(), String> {
+        // SAFETY: siginfo_t is plain data; PTRACE_GETSIGINFO fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is live and of the type PTRACE_GETSIGINFO writes.
+        if unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid, 0, &mut info) } != 0 {
+            return Err(format!("PTRACE_GETSIGINFO failed: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: the stop is a SIGSEGV, whose siginfo carries an address.
+        let fault = unsafe { info.si_addr() } as u64;
+        let mut regs = get_registers(pid)?;
+        if self.memory.is_none() {
+            let path = format!("/proc/{pid}/mem");
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path);
+            self.memory = Some(file.map_err(|error| format!("opening {path} failed: {error}"))?);
+        }
+        let Some(memory) = self.memory.as_ref() else { return Err("no /proc/PID/mem".to_string()) };
+        let mut code = [0u8; 15];
+        let read = memory.read_at(&mut code, regs.rip).map_err(|error| format!("reading the code failed: {error}"))?;
+        let instruction = Decoder::with_ip(64, &code[..read], regs.rip, DecoderOptions::NONE).decode();
+        if instruction.is_invalid() {
+            return Err(format!("invalid instruction at {:#x}", regs.rip));
+        }
+        let element = instruction.memory_size().size().max(1) as u64;
+        let forward = regs.eflags & 0x400 == 0;
+        let failed = |what: &str, error: std::io::Error| format!("{what} through /proc/PID/mem failed: {error}");
+        match string_kind(&instruction) {
+            Some(StringKind::Store) if forward => {
+                let count = regs.rcx * element;
+                let pattern = regs.rax.to_le_bytes();
+                self.bytes.clear();
+                self.bytes.resize(count as usize, pattern[0]);
+                if element > 1 {
+                    for chunk in self.bytes.chunks_exact_mut(element as usize) {
+                        chunk.copy_from_slice(&pattern[..element as usize]);
+                    }
+                }
+                memory.write_all_at(&self.bytes, regs.rdi).map_err(|error| failed("writing", error))?;
+                regs.rdi += count;
+                regs.rcx = 0;
+            }
+            Some(StringKind::Move) if forward => {
+                let count = regs.rcx * element;
+                self.bytes.resize(count as usize, 0);
+                memory.read_exact_at(&mut self.bytes, regs.rsi).map_err(|error| failed("reading", error))?;
+                memory.write_all_at(&self.bytes, regs.rdi).map_err(|error| failed("writing", error))?;
+                regs.rsi += count;
+                regs.rdi += count;
+                regs.rcx = 0;
+            }
+            _ => {
+                self.bytes.resize(element as usize, 0);
+                memory.read_exact_at(&mut self.bytes, fault).map_err(|error| failed("reading", error))?;
+            }
+        }
+        regs.rip += instruction.len() as u64;
+        set_registers(pid, &regs)
+    }
+}
+
+enum StringKind {
+    Store,
+    Move,
+}
+
+/// Returns the kind of a `rep stos` or `rep movs`.
+fn string_kind(instruction: &Instruction) -> Option<StringKind> {
+    if !instruction.has_rep_prefix() {
+        return None;
+    }
+    match instruction.mnemonic() {
+        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => Some(StringKind::Store),
+        Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq => Some(StringKind::Move),
+        _ => None,
+    }
+}
+
+fn get_registers(pid: i32) -> Result<libc::user_regs_struct, String> {
+    // SAFETY: user_regs_struct is plain integers; PTRACE_GETREGS fills it.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: `regs` is live and of the type PTRACE_GETREGS writes.
+    if unsafe { libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs) } != 0 {
+        return Err(format!("PTRACE_GETREGS failed: {}", std::io::Error::last_os_error()));
+    }
+    Ok(regs)
+}
+
+fn set_registers(pid: i32, regs: &libc::user_regs_struct) -> Result<(), String> {
     // SAFETY: `regs` is live and of the type PTRACE_SETREGS reads.
-    if unsafe { libc::ptrace(libc::PTRACE_SETREGS, pid, 0, &regs) } != 0 {
+    if unsafe { libc::ptrace(libc::PTRACE_SETREGS, pid, 0, regs) } != 0 {
         return Err(format!("PTRACE_SETREGS failed: {}", std::io::Error::last_os_error()));
     }
     Ok(())

@@ -306,8 +306,10 @@ fn row(samples: &BTreeMap<Key, Vec<Sample>>, key: Key) -> Option<Row> {
         let measurement = &sample.measurement;
         let (count, ns) = match method {
             Method::Untraced => (default_accesses?, measurement.ns_per_call),
-            Method::Floor if workload.floor_follows_path() => (default_accesses?, measurement.ns_per_call),
-            Method::Floor => (measurement.stops_per_call, measurement.ns_per_call),
+            Method::Floor | Method::FloorData if workload.floor_follows_path() => {
+                (default_accesses?, measurement.ns_per_call)
+            }
+            Method::Floor | Method::FloorData => (measurement.stops_per_call, measurement.ns_per_call),
             Method::Lackey => {
                 (measurement.accesses_per_call, measurement.ns_per_call - measurement.native_ns_per_call)
             }
@@ -376,14 +378,15 @@ fn print_table(samples: &BTreeMap<Key, Vec<Sample>>, placement: Placement, selec
             let ratio = |base: &Option<Row>| {
                 base.as_ref().and_then(|base| row.ratio_to(base)).map_or("-".to_string(), |(ratio, ..)| short(ratio))
             };
-            let marker = if method == Method::Floor && !workload.floor_follows_path() { "*" } else { "" };
+            let floor_like = matches!(method, Method::Floor | Method::FloorData);
+            let marker = if floor_like && !workload.floor_follows_path() { "*" } else { "" };
             println!(
                 "{:<9} {:<13} {:>26} {:>9.0} {:>6} {:>9.3} {:>10} {:>19} {:>9} {:>10}",
                 workload.name(),
                 method.name(),
                 workload.describe(row.size),
                 row.per_call,
-                if method == Method::Floor { format!("{:.0}", row.stops_per_call) } else { "-".to_string() },
+                if floor_like { format!("{:.0}", row.stops_per_call) } else { "-".to_string() },
                 row.ms_per_call,
                 format!("{}{marker}", short(row.median())),
                 format!("{}-{}", short(row.min()), short(row.max())),
@@ -460,6 +463,7 @@ fn print_ratios(samples: &BTreeMap<Key, Vec<Sample>>, placements: &[Placement]) 
             .iter()
             .map(|summary| summary.map_or("n/a".to_string(), |(_, min, max)| format!("{min:.2}-{max:.2}")))
             .collect();
+        print_data_ratios(samples, placement);
         println!(
             "{}: per-round spread of the ratios: isolated {}, dense {}, seed-style/default {}, pages10k/pages1 {}",
             placement.name(),
@@ -476,4 +480,31 @@ fn print_ratios(samples: &BTreeMap<Key, Vec<Sample>>, placements: &[Placement]) 
             println!("{}: {}", placement.name(), ratio_line(medians));
         }
     }
+}
+
+/// Prints how the data path splits the gap to the floor: the floor with data against the
+/// floor, and ffitrace against the floor with data.
+fn print_data_ratios(samples: &BTreeMap<Key, Vec<Sample>>, placement: Placement) {
+    let workloads = [Workload::Isolated, Workload::Memset, Workload::Memcpy];
+    let median_ratio = |workload, numerator, denominator| {
+        let numerator = row(samples, (placement, workload, numerator))?;
+        let denominator = row(samples, (placement, workload, denominator))?;
+        summary(&numerator.ratios_to(&denominator)).map(|(median, ..)| median)
+    };
+    let line = |numerator, denominator| {
+        let values: Vec<String> = workloads
+            .iter()
+            .map(|&workload| {
+                let value = median_ratio(workload, numerator, denominator);
+                format!("{}={}", workload.name(), value.map_or("n/a".to_string(), |value| format!("{value:.2}")))
+            })
+            .collect();
+        values.join(" ")
+    };
+    println!(
+        "{}: floor-data/floor {}; default/floor-data {}",
+        placement.name(),
+        line(Method::FloorData, Method::Floor),
+        line(Method::Default, Method::FloorData)
+    );
 }

@@ -58,7 +58,7 @@ pub(super) fn start(call: &mut Call, stop: SignalStop, plan: EmulationPlan) -> (
             let tid = stop.tid;
             (Some(Emulating { stop, plan }), vec![Action::ReadMemory { tid, addr, len }])
         }
-        None => (None, finish(call, &stop.regs, stop.tid, &plan, &[])),
+        None => (None, finish(call, &stop.regs, stop.tid, &plan, Vec::new())),
     }
 }
 
@@ -68,15 +68,19 @@ impl Emulating {
     pub(super) fn complete(self, call: &mut Call, read: Option<Vec<u8>>) -> Result<Vec<Action>, SignalStop> {
         let expected = self.plan.read_request().map_or(0, |(_, len)| len);
         match read {
-            Some(bytes) if bytes.len() == expected => Ok(finish(call, &self.stop.regs, self.stop.tid, &self.plan, &bytes)),
+            Some(bytes) if bytes.len() == expected => Ok(finish(call, &self.stop.regs, self.stop.tid, &self.plan, bytes)),
             _ => Err(self.stop),
         }
     }
 }
 
-fn finish(call: &mut Call, regs: &Registers, tid: i32, plan: &EmulationPlan, read: &[u8]) -> Vec<Action> {
+/// Records the plan's accesses and returns the actions that carry it out. `read` is what
+/// [`EmulationPlan::read_request`] read; a copy's bytes move on into the write unchanged.
+fn finish(call: &mut Call, regs: &Registers, tid: i32, plan: &EmulationPlan, read: Vec<u8>) -> Vec<Action> {
     call.record_run(plan.accesses());
     let mut actions = Vec::new();
+    let vector_write = plan.vector_register_write(&read);
+    let after = plan.registers_after(regs, &read);
     if let Some((addr, bytes)) = plan.write_request(read) {
         actions.push(Action::WriteMemory { tid, addr, bytes });
     }
@@ -84,10 +88,10 @@ fn finish(call: &mut Call, regs: &Registers, tid: i32, plan: &EmulationPlan, rea
     // load. The write can fail when the thread died, or when the XSAVE area lacks a component
     // the instruction uses. The latter should not happen: the instruction reached its page
     // fault, so the CPU and the kernel support its encoding and register state.
-    if let Some((register, bytes)) = plan.vector_register_write(read) {
+    if let Some((register, bytes)) = vector_write {
         actions.push(Action::SetVectorRegister { tid, register: register as u8, bytes });
     }
-    actions.push(Action::SetRegisters { tid, regs: plan.registers_after(regs, read) });
+    actions.push(Action::SetRegisters { tid, regs: after });
     actions.push(Action::Continue { tid, signal: None });
     actions
 }

@@ -304,8 +304,9 @@ impl Plan {
         }
     }
 
-    /// Returns the bytes to write into the process, given what [`Plan::read_request`] read.
-    pub fn write_request(&self, read: &[u8]) -> Option<(u64, Vec<u8>)> {
+    /// Returns the bytes to write into the process, given what [`Plan::read_request`] read. A
+    /// copy takes the read bytes over as they are.
+    pub fn write_request(&self, read: Vec<u8>) -> Option<(u64, Vec<u8>)> {
         match &self.emulation {
             Emulation::Load { .. } | Emulation::VectorLoad { .. } => None,
             Emulation::Store { addr, bytes } => Some((*addr, bytes.clone())),
@@ -314,7 +315,7 @@ impl Plan {
                 let pattern = &value.to_le_bytes()[..*element as usize];
                 Some((lowest, pattern.repeat(*count as usize)))
             }
-            Emulation::Copy { destination, .. } => Some((*destination, read.to_vec())),
+            Emulation::Copy { destination, .. } => Some((*destination, read)),
         }
     }
 
@@ -451,7 +452,7 @@ mod tests {
 
     #[test]
     fn stores_write_register_or_immediate_bytes() {
-        let store = |code: &[u8]| plan(code, &regs()).and_then(|plan| plan.write_request(&[]));
+        let store = |code: &[u8]| plan(code, &regs()).and_then(|plan| plan.write_request(Vec::new()));
         // mov [rdi], ah
         assert_eq!(store(&[0x88, 0x27]), Some((RDI, vec![0x44])));
         // mov qword [rdi], -1
@@ -465,7 +466,7 @@ mod tests {
         let mut regs = regs();
         regs.rcx = 3;
         let plan = plan(&[0xf3, 0xaa], &regs).expect("rep stosb has a plan");
-        assert_eq!(plan.write_request(&[]), Some((RDI, vec![0x55; 3])));
+        assert_eq!(plan.write_request(Vec::new()), Some((RDI, vec![0x55; 3])));
         let after = plan.registers_after(&regs, &[]);
         assert_eq!((after.rcx, after.rdi), (0, RDI + 3));
         assert_eq!(plan.accesses().len(), 3);
@@ -473,7 +474,7 @@ mod tests {
 
         regs.eflags |= DIRECTION_FLAG;
         let plan = plan_for(&[0xf3, 0xaa], &regs);
-        assert_eq!(plan.write_request(&[]), Some((RDI - 2, vec![0x55; 3])));
+        assert_eq!(plan.write_request(Vec::new()), Some((RDI - 2, vec![0x55; 3])));
         assert_eq!(plan.accesses().get(0).map(|access| access.addr), Some(RDI));
         assert_eq!(plan.accesses().get(2).map(|access| access.addr), Some(RDI - 2));
         assert_eq!(plan.registers_after(&regs, &[]).rdi, RDI - 3);
