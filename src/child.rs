@@ -293,9 +293,6 @@ pub fn set_exit_code(code: i32) -> Result<(), TraceError> {
 pub fn trace_call<R>(pages: &[PageRange], call: impl FnOnce() -> R) -> Result<Traced<R>, TraceError> {
     let page_size = page_size() as u64;
     let set = PageSet::new(pages, page_size)?;
-    for run in set.runs() {
-        check_mapped(run)?;
-    }
     if IN_CALL.with(|flag| flag.replace(true)) {
         return Err(TraceError::Nested);
     }
@@ -332,7 +329,7 @@ fn run_traced<R>(set: &PageSet, page_size: u64, call: impl FnOnce() -> R) -> Res
     // process change their protection while a call is traced.
     let protection = channel.protection;
     let fault_signals = FaultSignals::capture();
-    protect(set, protection, Protect::Close)?;
+    close(set, protection)?;
     let request = StartRequest { pages: set.runs().to_vec(), page_size, protection, emulate: channel.emulate };
     let tid = current_thread_id();
     if let Some(board) = channel.board.as_ref().filter(|_| fault_signals.allow_dispatch()) {
@@ -402,7 +399,11 @@ fn finish_call<R>(
 /// Makes every traced page accessible again after a call, page by page where a whole run
 /// fails. Pages the native code unmapped or remapped meanwhile are skipped.
 fn reopen(set: &PageSet, protection: Protection) {
-    for run in set.runs() {
+    reopen_runs(set.runs(), protection);
+}
+
+fn reopen_runs(runs: &[PageRange], protection: Protection) {
+    for run in runs {
         if protect_run(run, protection, Protect::Open).is_ok() {
             continue;
         }
@@ -622,10 +623,24 @@ fn protect(set: &PageSet, protection: Protection, how: Protect) -> Result<(), Tr
     set.runs().iter().try_for_each(|run| protect_run(run, protection, how))
 }
 
+/// Makes every run of `set` inaccessible before a call. When a run fails, every page changed
+/// so far is opened again: `mprotect` changes the mappings before a hole and then fails.
+/// Checking the runs with `mincore` first cost 2 µs per call; now it only names the error.
+fn close(set: &PageSet, protection: Protection) -> Result<(), TraceError> {
+    for (index, run) in set.runs().iter().enumerate() {
+        if let Err(error) = protect_run(run, protection, Protect::Close) {
+            reopen_runs(&set.runs()[..=index], protection);
+            return Err(if is_mapped(run) { error } else { TraceError::Unmapped { start: run.start, len: run.len } });
+        }
+    }
+    Ok(())
+}
+
 fn protect_run(run: &PageRange, protection: Protection, how: Protect) -> Result<(), TraceError> {
     let read_write = libc::PROT_READ | libc::PROT_WRITE;
     let (start, len) = (run.start as *mut libc::c_void, run.len as usize);
-    // SAFETY: the runs were checked to be mapped; changing their protection is the point.
+    // SAFETY: the runs are the caller's pages; changing their protection is the point. Where
+    // one is not mapped, mprotect fails.
     let result = unsafe {
         match (protection, how) {
             (Protection::Mprotect { .. }, Protect::Close) => libc::mprotect(start, len, libc::PROT_NONE),
@@ -644,16 +659,13 @@ fn protect_run(run: &PageRange, protection: Protection, how: Protect) -> Result<
     Ok(())
 }
 
-/// Rejects a range with any unmapped page, using `mincore`, which fails with ENOMEM for them.
-fn check_mapped(run: &PageRange) -> Result<(), TraceError> {
+/// Returns false when the range has an unmapped page, using `mincore`, which fails with
+/// ENOMEM for them.
+fn is_mapped(run: &PageRange) -> bool {
     let pages = (run.len / page_size() as u64) as usize;
     let mut residency = vec![0u8; pages];
     // SAFETY: `residency` has one byte per page of the range, as mincore requires.
-    let result = unsafe { libc::mincore(run.start as *mut libc::c_void, run.len as usize, residency.as_mut_ptr()) };
-    if result != 0 {
-        return Err(TraceError::Unmapped { start: run.start, len: run.len });
-    }
-    Ok(())
+    unsafe { libc::mincore(run.start as *mut libc::c_void, run.len as usize, residency.as_mut_ptr()) == 0 }
 }
 
 /// Reads another process's memory through `/proc/PID/mem`, which ignores page protection.

@@ -53,6 +53,30 @@ pub fn unmapped_pages_rejected(_: &Fixtures) -> TestResult {
         return Err(format!("expected Unmapped, got {result:?}"));
     }
     unsafe { mapped.base.write(1) };
+
+    // One run whose second page is gone: mprotect closes the first page before it meets the
+    // hole, so the first page must be opened again.
+    let pages = Pages::new(2);
+    let page = ffitrace::page_size();
+    // SAFETY: the second page belongs to `pages`; it is mapped again below before the drop.
+    let hole = unsafe { pages.base.add(page) };
+    if unsafe { libc::munmap(hole.cast(), page) } != 0 {
+        return Err("munmap of the second page failed".to_string());
+    }
+    let result = ffitrace::trace_call(&[pages.range()], || ());
+    if !matches!(result, Err(TraceError::Unmapped { start, len }) if start == pages.range().start && len == 2 * page as u64)
+    {
+        return Err(format!("expected Unmapped for the run with a hole, got {result:?}"));
+    }
+    // A fault here would kill the test: the first page is writable again.
+    unsafe { pages.base.write(2) };
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+    // SAFETY: the hole is the range unmapped above, mapped again so that the drop unmaps only
+    // this test's pages.
+    let remapped = unsafe { libc::mmap(hole.cast(), page, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+    if remapped == libc::MAP_FAILED {
+        return Err("mapping the hole again failed".to_string());
+    }
     Ok(())
 }
 
