@@ -41,6 +41,7 @@ pub(crate) fn supervise(
     options: Options,
     board: Option<Board>,
 ) -> ! {
+    keep_freed_memory();
     ignore_terminal_signals();
     forward_termination_signals(pid);
     let xsave_layout = xstate::XsaveLayout::from_cpuid();
@@ -67,6 +68,20 @@ pub(crate) fn supervise(
             driver.run(&mut core, ExecEvent::CallBoard(change), program_gone);
         }
         driver.run(&mut core, event, false);
+    }
+}
+
+/// Keeps memory the supervisor frees for its next allocation. Carrying out a `rep` block
+/// allocates and frees buffers of the block's size (at most 4 MiB) at every stop; glibc would
+/// otherwise give the memory back each time and fault it in again: 1.5 µs of a 64 KiB
+/// `memset`'s 47 µs, pinned. Blocks up to 8 MiB now come from the heap, and up to 16 MiB of
+/// freed memory is kept.
+fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes integers and only changes the allocator's thresholds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
     }
 }
 
