@@ -14,7 +14,14 @@ struct Run {
 }
 
 fn ffitrace(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_ffitrace")).args(args).env_remove("NO_COLOR").output().unwrap();
+    ffitrace_with(args, &[])
+}
+
+/// Runs `ffitrace` with `args` and the environment variables `vars` set.
+fn ffitrace_with(args: &[&str], vars: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ffitrace"));
+    command.args(args).env_remove("NO_COLOR").envs(vars.iter().copied());
+    let output = command.output().unwrap();
     Run {
         status: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -252,6 +259,44 @@ fn descending_rep_stos_in_order() {
     let lines = traced(&[&fixture("access_patterns"), "fill_down", "buf:40", "4", "0x1122334455667788"]);
     assert_eq!(accesses(&lines), [write(0, 24, 8), write(0, 16, 8), write(0, 8, 8), write(0, 0, 8)]);
     assert_eq!(bytes(&lines, 0), format!("{}{}", "8877665544332211".repeat(4), "00".repeat(8)));
+}
+
+#[test]
+fn overlapping_rep_movs_copies_as_the_cpu_does() {
+    let fill = "buf:24=000102030405060708090a0b0c0d0e0f1011121314151617";
+    let pairs = |reads: &[i64], writes: &[i64], size: u64| {
+        reads.iter().zip(writes).flat_map(|(&from, &to)| [read(0, from, size), write(0, to, size)]).collect::<Vec<_>>()
+    };
+    // Destination 2 bytes above the source: each byte is read after it was written, so the
+    // first two bytes repeat.
+    let lines = traced(&[&fixture("access_patterns"), "copy_up", "&0+2", fill, "6"]);
+    assert_eq!(accesses(&lines), pairs(&[0, 1, 2, 3, 4, 5], &[2, 3, 4, 5, 6, 7], 1));
+    assert_eq!(bytes(&lines, 0), "000100010001000108090a0b0c0d0e0f1011121314151617");
+    // Destination below the source: the bytes as they were.
+    let lines = traced(&[&fixture("access_patterns"), "copy_up", fill, "&0+3", "5"]);
+    assert_eq!(accesses(&lines), pairs(&[3, 4, 5, 6, 7], &[0, 1, 2, 3, 4], 1));
+    assert_eq!(bytes(&lines, 0), "030405060705060708090a0b0c0d0e0f1011121314151617");
+    // Quadwords 3 bytes apart: the second reads three bytes the first wrote. This form is
+    // stepped.
+    let lines = traced(&[&fixture("access_patterns"), "copy_up_quads", "&0+3", fill, "2"]);
+    assert_eq!(accesses(&lines), pairs(&[0, 8], &[3, 11], 8));
+    assert_eq!(bytes(&lines, 0), "00010200010203040506070506070b0c0d0e0f1314151617");
+}
+
+#[test]
+fn long_rep_stos_is_one_run() {
+    // 9 MiB: more than two of the parts the supervisor carries out per stop. Emulation stays
+    // on even where the suite runs with it off: stepping would take a stop per byte.
+    let size = (9 << 20).to_string();
+    let buffer = format!("buf:{size}");
+    let run = ffitrace_with(&["call", "libc.so.6", "memset", &buffer, "0x5a", &size], &[("FFITRACE_EMULATE", "1")]);
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], format!("{size} accesses:"));
+    assert!(lines[2].starts_with("     0  write        0         0       1  0x"), "{}", lines[2]);
+    assert_eq!(lines[3], format!("        ... #0 repeats {size} times in all, each time 1 byte higher, to #{}", (9 << 20) - 1));
+    assert!(lines[6].ends_with(&format!(", 0 read, {size} written")), "{}", lines[6]);
+    assert!(lines[7].starts_with("  0x000000  5aw 5aw"), "{}", lines[7]);
 }
 
 #[test]

@@ -193,10 +193,31 @@ impl AccessLog {
 
     /// Appends every access of `run`. A run of a few accesses is stored as single accesses.
     pub fn push_run(&mut self, run: AccessRun) {
+        if self.continue_last_run(&run) {
+            return;
+        }
         if run.len() < MIN_STORED_RUN_LEN {
             run.iter().for_each(|access| self.push(access));
         } else {
             self.runs.push(PlacedRun { singles_before: self.singles.len() as u64, run });
+        }
+    }
+
+    /// Returns true if `run` goes on where the run that ends the log stops, as the parts of a
+    /// long `rep` instruction do, and adds its iterations to that run.
+    fn continue_last_run(&mut self, run: &AccessRun) -> bool {
+        let singles = self.singles.len() as u64;
+        let Some(last) = self.runs.last_mut() else { return false };
+        let follows = last.singles_before == singles
+            && last.run.pattern_len == run.pattern_len
+            && last.run.stride == run.stride
+            && (0..run.pattern_len as usize).all(|position| run.at(0, position) == last.run.at(last.run.count, position));
+        match last.run.count.checked_add(run.count) {
+            Some(count) if follows => {
+                last.run.count = count;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -529,6 +550,19 @@ mod tests {
         assert_eq!(log.len(), expected.len());
         assert_eq!(log, expected);
         assert_eq!(log.entries().count(), 5);
+    }
+
+    #[test]
+    fn parts_of_one_run_become_one_entry() {
+        let mut log = AccessLog::new();
+        log.push_run(copy_run(3));
+        let rest = [access(0x1003, 1, AccessKind::Read), access(0x2003, 1, AccessKind::Write)];
+        log.push_run(AccessRun::new(&rest, 4, 1).expect("a valid run"));
+        assert_eq!(log.entries().count(), 1);
+        assert_eq!(log, copy_run(7).iter().collect::<Vec<_>>());
+        // A run that starts elsewhere stays an entry of its own.
+        log.push_run(copy_run(3));
+        assert_eq!(log.entries().count(), 2);
     }
 
     #[test]

@@ -14,8 +14,11 @@ use super::registers::register_value;
 use crate::event::{Access, AccessKind, AccessRun};
 use crate::regs::{Registers, VectorRegisters};
 
-/// The largest block a `rep stos` or `rep movs` may cover to be carried out in one go.
-const MAX_BLOCK: u64 = 16 << 20;
+/// The largest part of a `rep stos` or `rep movs` carried out in one stop. A longer one is
+/// carried out in parts of this size, one stop each: the instruction pointer stays on the
+/// instruction and RCX, RSI and RDI show the progress, as after an interrupt, so the
+/// instruction faults again for the next part. It bounds the supervisor's buffers.
+const MAX_BLOCK: u64 = 4 << 20;
 /// The direction flag in RFLAGS.
 const DIRECTION_FLAG: u64 = 1 << 10;
 
@@ -28,10 +31,11 @@ pub enum Emulation {
     /// Store `bytes` at `addr`.
     Store { addr: u64, bytes: Vec<u8> },
     /// `stos` repeated `count` times: `element`-byte copies of `value` from `first` upwards
-    /// (or downwards when `descending`).
-    Fill { first: u64, element: u64, count: u64, value: u64, descending: bool, repeated: bool },
-    /// `rep movs` upwards over `count` elements that do not overlap.
-    Copy { source: u64, destination: u64, element: u64, count: u64 },
+    /// (or downwards when `descending`), with `left` elements for later stops.
+    Fill { first: u64, element: u64, count: u64, value: u64, descending: bool, repeated: bool, left: u64 },
+    /// `rep movs` upwards over `count` elements, with `left` elements for later stops. The
+    /// blocks may overlap; see [`copy_period`].
+    Copy { source: u64, destination: u64, element: u64, count: u64, left: u64 },
     /// Load `size` bytes at `addr` into vector register `register` (`xmm`/`ymm`/`zmmN`). Its
     /// low `rewritten` bytes become the loaded bytes followed by zeros, and the bytes above
     /// keep their value.
@@ -231,29 +235,46 @@ fn plan_fill(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
     }
     let element = instr.memory_size().size() as u64;
     let repeated = instr.has_rep_prefix();
-    let count = if repeated { regs.rcx } else { 1 };
-    if count == 0 || count.checked_mul(element)? > MAX_BLOCK {
+    let all = if repeated { regs.rcx } else { 1 };
+    if all == 0 || element == 0 {
         return None;
     }
+    let count = all.min(MAX_BLOCK / element);
     let value = regs.rax & mask(element);
     let descending = regs.eflags & DIRECTION_FLAG != 0;
-    Some(Emulation::Fill { first: regs.rdi, element, count, value, descending, repeated })
+    Some(Emulation::Fill { first: regs.rdi, element, count, value, descending, repeated, left: all - count })
 }
 
-/// `rep movs` upwards between blocks that do not overlap.
+/// `rep movs` upwards. Blocks that overlap with the destination above the source by less than
+/// one element are left to stepping: each element's read then takes in part of the one
+/// written before it.
 fn plan_copy(instr: &Instruction, regs: &Registers) -> Option<Emulation> {
     if !plain_string_form(instr) || !instr.has_rep_prefix() || regs.eflags & DIRECTION_FLAG != 0 {
         return None;
     }
     let element = instr.memory_size().size() as u64;
-    let count = regs.rcx;
-    let total = count.checked_mul(element)?;
-    if count == 0 || total > MAX_BLOCK {
+    let all = regs.rcx;
+    if all == 0 || element == 0 {
         return None;
     }
+    let count = all.min(MAX_BLOCK / element);
     let (source, destination) = (regs.rsi, regs.rdi);
-    let apart = source.checked_add(total)? <= destination || destination.checked_add(total)? <= source;
-    apart.then_some(Emulation::Copy { source, destination, element, count })
+    // Both blocks must lie below the end of the address space.
+    let total = count * element;
+    source.checked_add(total)?;
+    destination.checked_add(total)?;
+    if matches!(copy_period(source, destination, total), Some(period) if period < element) {
+        return None;
+    }
+    Some(Emulation::Copy { source, destination, element, count, left: all - count })
+}
+
+/// Returns the distance from source to destination when an upward copy of `total` bytes
+/// writes where it reads later. Its result then repeats the first `period` source bytes: the
+/// copy reads each byte from `period` bytes back, after writing it. A destination below the
+/// source gives what copying through a buffer gives.
+fn copy_period(source: u64, destination: u64, total: u64) -> Option<u64> {
+    (destination > source && destination - source < total).then(|| destination - source)
 }
 
 /// Returns true for a string instruction with 64-bit addressing (its destination is ES:RDI, so no 0x67
@@ -284,7 +305,7 @@ impl Plan {
                 let stride = if *descending { -(*element as i64) } else { *element as i64 };
                 ([access(*first, *element, AccessKind::Write), NO_ACCESS], *count, stride)
             }
-            Emulation::Copy { source, destination, element, count } => {
+            Emulation::Copy { source, destination, element, count, .. } => {
                 let read = access(*source, *element, AccessKind::Read);
                 ([read, access(*destination, *element, AccessKind::Write)], *count, *element as i64)
             }
@@ -299,7 +320,11 @@ impl Plan {
     pub fn read_request(&self) -> Option<(u64, usize)> {
         match &self.emulation {
             Emulation::Load { addr, size, .. } | Emulation::VectorLoad { addr, size, .. } => Some((*addr, *size)),
-            Emulation::Copy { source, element, count, .. } => Some((*source, (element * count) as usize)),
+            Emulation::Copy { source, destination, element, count, .. } => {
+                let total = element * count;
+                let period = copy_period(*source, *destination, total);
+                Some((*source, period.unwrap_or(total) as usize))
+            }
             Emulation::Store { .. } | Emulation::Fill { .. } => None,
         }
     }
@@ -315,7 +340,17 @@ impl Plan {
                 let pattern = &value.to_le_bytes()[..*element as usize];
                 Some((lowest, pattern.repeat(*count as usize)))
             }
-            Emulation::Copy { destination, .. } => Some((*destination, read)),
+            Emulation::Copy { source, destination, element, count, .. } => {
+                let total = (element * count) as usize;
+                match copy_period(*source, *destination, total as u64) {
+                    Some(_) => {
+                        let mut bytes = read.repeat(total.div_ceil(read.len().max(1)));
+                        bytes.truncate(total);
+                        Some((*destination, bytes))
+                    }
+                    None => Some((*destination, read)),
+                }
+            }
         }
     }
 
@@ -328,10 +363,17 @@ impl Plan {
         Some((*register, bytes))
     }
 
-    /// Returns the registers after the instruction, given what [`Plan::read_request`] read.
+    /// Returns the registers after the instruction, or after the part of a long `rep`
+    /// instruction this plan carries out, given what [`Plan::read_request`] read.
     pub fn registers_after(&self, regs: &Registers, read: &[u8]) -> Registers {
         let mut after = *regs;
-        after.rip = regs.rip.wrapping_add(self.len);
+        let left = match &self.emulation {
+            Emulation::Fill { left, .. } | Emulation::Copy { left, .. } => *left,
+            _ => 0,
+        };
+        if left == 0 {
+            after.rip = regs.rip.wrapping_add(self.len);
+        }
         match &self.emulation {
             Emulation::Load { target, extend, size, .. } => {
                 let mut raw = [0u8; 8];
@@ -344,16 +386,16 @@ impl Plan {
                 write_register(&mut after, *target, value);
             }
             Emulation::Store { .. } | Emulation::VectorLoad { .. } => {}
-            Emulation::Fill { element, count, descending, repeated, .. } => {
+            Emulation::Fill { element, count, descending, repeated, left, .. } => {
                 after.rdi = step(regs.rdi, element * count, *descending);
                 if *repeated {
-                    after.rcx = 0;
+                    after.rcx = *left;
                 }
             }
-            Emulation::Copy { element, count, .. } => {
+            Emulation::Copy { element, count, left, .. } => {
                 after.rsi = regs.rsi.wrapping_add(element * count);
                 after.rdi = regs.rdi.wrapping_add(element * count);
-                after.rcx = 0;
+                after.rcx = *left;
             }
         }
         after
@@ -480,6 +522,52 @@ mod tests {
         assert_eq!(plan.registers_after(&regs, &[]).rdi, RDI - 3);
     }
 
+    #[test]
+    fn overlapping_copies_give_what_the_cpu_gives() {
+        let mut regs = regs();
+        regs.rcx = 6;
+        // rep movsb, destination 2 bytes above the source: the first 2 bytes repeat.
+        regs.rsi = RDI - 2;
+        let plan = plan_for(&[0xf3, 0xa4], &regs);
+        assert_eq!(plan.read_request(), Some((RDI - 2, 2)));
+        assert_eq!(plan.write_request(vec![7, 8]), Some((RDI, vec![7, 8, 7, 8, 7, 8])));
+        assert_eq!(plan.accesses().len(), 12);
+        // rep movsw, destination 2 bytes above: one element apart, still a repeat.
+        regs.rcx = 3;
+        let plan = plan_for(&[0xf3, 0x66, 0xa5], &regs);
+        assert_eq!(plan.write_request(vec![7, 8]), Some((RDI, vec![7, 8, 7, 8, 7, 8])));
+        // rep movsb, destination below the source: the bytes as read.
+        regs.rcx = 4;
+        regs.rsi = RDI + 1;
+        let plan = plan_for(&[0xf3, 0xa4], &regs);
+        assert_eq!(plan.read_request(), Some((RDI + 1, 4)));
+        assert_eq!(plan.write_request(vec![1, 2, 3, 4]), Some((RDI, vec![1, 2, 3, 4])));
+    }
+
+    #[test]
+    fn long_blocks_are_carried_out_in_parts() {
+        let mut regs = regs();
+        regs.rcx = MAX_BLOCK / 8 + 5;
+        // rep stosq: one part, then the instruction runs again for the other five.
+        let plan = plan_for(&[0xf3, 0x48, 0xab], &regs);
+        assert_eq!(plan.accesses().len(), MAX_BLOCK / 8);
+        let after = plan.registers_after(&regs, &[]);
+        assert_eq!((after.rip, after.rcx, after.rdi), (RIP, 5, RDI + MAX_BLOCK));
+        assert_eq!(plan.write_request(Vec::new()).map(|(_, bytes)| bytes.len() as u64), Some(MAX_BLOCK));
+        regs.rcx = 5;
+        regs.rdi = after.rdi;
+        let last = plan_for(&[0xf3, 0x48, 0xab], &regs).registers_after(&regs, &[]);
+        assert_eq!((last.rip, last.rcx, last.rdi), (RIP + 3, 0, RDI + MAX_BLOCK + 40));
+        // rep movsb
+        regs.rcx = MAX_BLOCK + 1;
+        regs.rsi = RDI + 2 * MAX_BLOCK;
+        regs.rdi = RDI;
+        let plan = plan_for(&[0xf3, 0xa4], &regs);
+        assert_eq!(plan.read_request(), Some((RDI + 2 * MAX_BLOCK, MAX_BLOCK as usize)));
+        let after = plan.registers_after(&regs, &[]);
+        assert_eq!((after.rip, after.rcx, after.rsi, after.rdi), (RIP, 1, RDI + 3 * MAX_BLOCK, RDI + MAX_BLOCK));
+    }
+
     fn plan_for(code: &[u8], regs: &Registers) -> Plan {
         plan(code, regs).expect("the instruction has a plan")
     }
@@ -493,10 +581,10 @@ mod tests {
         assert_eq!(plan(&[0x01, 0x07], &regs), None);
         // addps xmm0, [rdi]
         assert_eq!(plan(&[0x0f, 0x58, 0x07], &regs), None);
-        // rep movsb with overlapping blocks
-        regs.rsi = RDI + 1;
+        // rep movsq with the destination 3 bytes above the source
+        regs.rsi = RDI - 3;
         regs.rcx = 4;
-        assert_eq!(plan(&[0xf3, 0xa4], &regs), None);
+        assert_eq!(plan(&[0xf3, 0x48, 0xa5], &regs), None);
         // rep stosb with a 32-bit address (0x67)
         assert_eq!(plan(&[0x67, 0xf3, 0xaa], &regs), None);
         // rep stosb with rcx = 0 does nothing and needs no plan
