@@ -624,8 +624,9 @@ fn protect(set: &PageSet, protection: Protection, how: Protect) -> Result<(), Tr
 }
 
 /// Makes every run of `set` inaccessible before a call. When a run fails, every page changed
-/// so far is opened again: `mprotect` changes the mappings before a hole and then fails.
-/// Checking the runs with `mincore` first cost 2 µs per call; now it only names the error.
+/// so far is opened again, since `mprotect` changes the mappings before a hole and then
+/// fails. `mincore` then tells an unmapped range from other failures; running it before every
+/// call cost 2 µs.
 fn close(set: &PageSet, protection: Protection) -> Result<(), TraceError> {
     for (index, run) in set.runs().iter().enumerate() {
         if let Err(error) = protect_run(run, protection, Protect::Close) {
