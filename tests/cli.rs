@@ -300,6 +300,16 @@ fn long_rep_stos_is_one_run() {
 }
 
 #[test]
+fn native_output_comes_before_text_report() {
+    let run = ffitrace(&["call", "libc.so.6", "puts", "str:hello from C"]);
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "hello from C", "{}", run.stdout);
+    assert_eq!(lines[1], "13 accesses:", "{}", run.stdout);
+    assert_eq!(lines.iter().filter(|line| **line == "hello from C").count(), 1, "{}", run.stdout);
+}
+
+#[test]
 fn native_output_stays_out_of_json() {
     let run = ffitrace(&["call", "libc.so.6", "puts", "str:hello from C", "--json"]);
     assert_eq!(run.status, Some(0), "{}", run.stderr);

@@ -157,6 +157,10 @@ fn call_and_report(
         }
     };
 
+    // What the native code printed through C streams comes out now, before the report, and not
+    // after it at exit, as it would when standard output is a pipe or a file.
+    // SAFETY: fflush(NULL) flushes every open output stream of the C library.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
     let contents = buffers.iter().map(Buffer::contents).collect();
     let findings = Findings { buffers, accesses: &trace.accesses, contents, returned: Some(value) };
     match output::print(&mut output::report_writer(), style, &findings) {
