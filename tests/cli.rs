@@ -284,6 +284,34 @@ fn overlapping_rep_movs_copies_as_the_cpu_does() {
 }
 
 #[test]
+fn rep_movs_to_and_from_untraced_memory() {
+    // 8 KiB of a traced buffer into the heap: only the reads are traced.
+    let lines = traced(&[&fixture("access_patterns"), "copy_out", "buf:8192=0102030405", "8192"]);
+    let entries = accesses(&lines);
+    assert_eq!(entries.len(), 8192);
+    assert_eq!(entries[0], read(0, 0, 1));
+    assert_eq!(entries[8191], read(0, 8191, 1));
+    assert_eq!(union(&lines, 0, "read"), [(0, 8192)]);
+    assert_eq!(union(&lines, 0, "write"), []);
+    assert_eq!(returned(&lines), 15);
+    // 8 KiB of the heap into a traced buffer: only the writes are traced.
+    let lines = traced(&[&fixture("access_patterns"), "copy_in", "buf:8192", "8192"]);
+    assert_eq!(union(&lines, 0, "write"), [(0, 8192)]);
+    assert_eq!(union(&lines, 0, "read"), []);
+    let pattern: String = (0..8192).map(|index| format!("{:02x}", index % 256)).collect();
+    assert_eq!(bytes(&lines, 0), pattern);
+}
+
+#[test]
+fn rep_movs_into_read_only_memory_crashes() {
+    let run = ffitrace(&["call", &fixture("access_patterns"), "copy_to_read_only", "buf:64=01", "16", "--json"]);
+    assert_eq!(run.status, Some(128 + 11), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    // The faulting iteration never completed: nothing was read or written.
+    assert_eq!(accesses(&json_lines(&run.stdout)), []);
+}
+
+#[test]
 fn long_rep_stos_is_one_run() {
     // 9 MiB: more than two of the parts the supervisor carries out per stop. Emulation stays
     // on even where the suite runs with it off: stepping would take a stop per byte.

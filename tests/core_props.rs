@@ -355,6 +355,8 @@ enum Recipe {
     Disposition(i32, Disposition),
     /// This many bytes of memory, read for this thread, or `None` when the read failed.
     Memory(i32, Option<usize>),
+    /// Whether thread `tid`'s write off the traced pages went through.
+    MemoryWritten(i32, bool),
     MessageLost,
     /// A stop of this task that is not a signal delivery, with its `rip` when readable.
     OtherStop(i32, Option<Hex>),
@@ -410,6 +412,7 @@ impl Recipe {
             Recipe::VectorRegisters(tid) => ExecEvent::VectorRegisters { tid: *tid, vectors: gather_vectors() },
             Recipe::Disposition(tid, disposition) => ExecEvent::Disposition { tid: *tid, disposition: *disposition },
             Recipe::Memory(tid, len) => ExecEvent::Memory { tid: *tid, bytes: len.map(|len| vec![0x5a; len]) },
+            Recipe::MemoryWritten(tid, written) => ExecEvent::MemoryWritten { tid: *tid, written: *written },
             Recipe::MessageLost => ExecEvent::MessageLost { reason: "the channel closed".to_string() },
             Recipe::OtherStop(tid, rip) => ExecEvent::OtherStop { tid: *tid, regs: rip.map(|rip| registers_at(rip.0)) },
             Recipe::EndMarker { tid, marked_tid } => {
@@ -492,6 +495,8 @@ fn action_task(action: &Action) -> Option<i32> {
         | Action::Detach { tid }
         | Action::ReadVectorRegisters { tid }
         | Action::ReadMemory { tid, .. }
+        | Action::ReadMemoryAsProgram { tid, .. }
+        | Action::WriteMemoryAsProgram { tid, .. }
         | Action::ReadDisposition { tid, .. }
         | Action::WatchSystemCalls { tid, .. }
         | Action::BlockSignal { tid, .. } => Some(*tid),
@@ -516,6 +521,8 @@ fn resumes_or_requests(action: &Action, tid: i32) -> bool {
         | Action::Detach { .. }
         | Action::ReadVectorRegisters { .. }
         | Action::ReadMemory { .. }
+        | Action::ReadMemoryAsProgram { .. }
+        | Action::WriteMemoryAsProgram { .. }
         | Action::ReadDisposition { .. } => action_task(action) == Some(tid),
         Action::ReceiveMessage | Action::Kill => true,
         _ => false,
@@ -530,6 +537,8 @@ fn requests_event(action: &Action) -> bool {
             | Action::PollMessage
             | Action::ReadVectorRegisters { .. }
             | Action::ReadMemory { .. }
+            | Action::ReadMemoryAsProgram { .. }
+            | Action::WriteMemoryAsProgram { .. }
             | Action::ReadDisposition { .. }
     )
 }
@@ -851,7 +860,9 @@ impl Checker {
         let answered = match recipe {
             Recipe::VectorRegisters(tid) => self.tasks.get(tid).filter(|task| task.fetching_vectors).map(|_| *tid),
             Recipe::Disposition(tid, _) => self.tasks.get(tid).filter(|task| task.fetching_disposition).map(|_| *tid),
-            Recipe::Memory(tid, _) => self.tasks.get(tid).filter(|task| task.fetching_memory).map(|_| *tid),
+            Recipe::Memory(tid, _) | Recipe::MemoryWritten(tid, _) => {
+                self.tasks.get(tid).filter(|task| task.fetching_memory).map(|_| *tid)
+            }
             _ => None,
         };
         self.observe_event(&event);
@@ -937,7 +948,7 @@ impl Checker {
                     task.fetching_disposition = false;
                 }
             }
-            ExecEvent::Memory { tid, .. } => {
+            ExecEvent::Memory { tid, .. } | ExecEvent::MemoryWritten { tid, .. } => {
                 if let Some(task) = self.tasks.get_mut(tid) {
                     task.fetching_memory = false;
                 }
@@ -1094,7 +1105,7 @@ impl Checker {
             self.ensure(own_fault || held, || format!("(d) ReadVectorRegisters({tid}) without a fault of {tid}"))?;
         }
         for action in actions {
-            let Action::ReadMemory { tid, .. } = action else { continue };
+            let (Action::ReadMemory { tid, .. } | Action::ReadMemoryAsProgram { tid, .. }) = action else { continue };
             let own_fault = is_synchronous_fault(event) && recipe.stopped_task() == Some(*tid);
             self.ensure(own_fault, || format!("(d) ReadMemory({tid}) without a fault of {tid}"))?;
         }
@@ -1112,7 +1123,10 @@ impl Checker {
         self.ensure(!replies || is_message || replies_to_marker, || "(d) Reply without a message or end marker".to_string())?;
 
         let handled = match recipe {
-            Recipe::VectorRegisters(tid) | Recipe::Disposition(tid, _) | Recipe::Memory(tid, _) => Some(*tid),
+            Recipe::VectorRegisters(tid)
+            | Recipe::Disposition(tid, _)
+            | Recipe::Memory(tid, _)
+            | Recipe::MemoryWritten(tid, _) => Some(*tid),
             other => other.stopped_task(),
         };
         if let Some(tid) = handled {
@@ -1247,7 +1261,7 @@ impl Checker {
                 task.parked = false;
                 task.fetching_vectors = true;
             }
-            Action::ReadMemory { tid, .. } => {
+            Action::ReadMemory { tid, .. } | Action::ReadMemoryAsProgram { tid, .. } | Action::WriteMemoryAsProgram { tid, .. } => {
                 self.coverage.memory_reads += 1;
                 let task = self.task(*tid);
                 task.parked = false;
@@ -1845,7 +1859,11 @@ fn run_random(recipes: &[Recipe]) -> Result<Coverage, TestCaseError> {
             (Some(Action::ReceiveMessage | Action::PollMessage), message) => is_message(message),
             (Some(Action::ReadVectorRegisters { tid }), Recipe::VectorRegisters(answered)) => tid == answered,
             (Some(Action::ReadDisposition { tid, .. }), Recipe::Disposition(answered, _)) => tid == answered,
-            (Some(Action::ReadMemory { tid, .. }), Recipe::Memory(answered, _)) => tid == answered,
+            (
+                Some(Action::ReadMemory { tid, .. } | Action::ReadMemoryAsProgram { tid, .. }),
+                Recipe::Memory(answered, _),
+            ) => tid == answered,
+            (Some(Action::WriteMemoryAsProgram { tid, .. }), Recipe::MemoryWritten(answered, _)) => tid == answered,
             _ => false,
         };
         let detached = match recipe {
@@ -1999,9 +2017,12 @@ impl SimulatedProgram {
                 Action::Kill => killed = true,
                 Action::ReceiveMessage | Action::PollMessage => immediate = Some(self.receive()),
                 Action::ReadVectorRegisters { tid } => immediate = Some(Recipe::VectorRegisters(*tid)),
-                Action::ReadMemory { tid, len, .. } => {
+                Action::ReadMemory { tid, len, .. } | Action::ReadMemoryAsProgram { tid, len, .. } => {
                     let readable = !self.choices.percent(3);
                     immediate = Some(Recipe::Memory(*tid, readable.then_some(*len)));
+                }
+                Action::WriteMemoryAsProgram { tid, .. } => {
+                    immediate = Some(Recipe::MemoryWritten(*tid, !self.choices.percent(3)));
                 }
                 Action::ReadDisposition { tid, signal } => {
                     let disposition = if *signal == SIGSEGV { self.segv_disposition } else { Disposition::Caught };

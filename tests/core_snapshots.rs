@@ -91,6 +91,9 @@ const ADD_EAX_TO_RDI: &[u8] = &[0x01, 0x07];
 const MOV_RAX_FROM_RDI: &[u8] = &[0x48, 0x8b, 0x07];
 const MOVSB: &[u8] = &[0xa4];
 const REP_STOSB: &[u8] = &[0xf3, 0xaa];
+const REP_MOVSB: &[u8] = &[0xf3, 0xa4];
+/// Memory of the program with no traced page.
+const UNTRACED: u64 = 0x5555_0000_0000;
 const MOVUPS_XMM2_TO_RDI: &[u8] = &[0x0f, 0x11, 0x17];
 const VMOVDQU_YMM1_FROM_RDI: &[u8] = &[0xc5, 0xfe, 0x6f, 0x0f];
 /// A byte-masked store to [rdi] whose mask lives in an MMX register the decoder does not
@@ -1040,6 +1043,41 @@ fn emulated_rep_stos_is_one_run() {
         "rep stosb of 32 bytes across two traced pages is carried out in one stop: the \
          supervisor writes the filled bytes, sets rdi past the block and rcx to zero, and the \
          trace records the block as one run of 32 one-byte writes",
+    );
+}
+
+#[test]
+fn copy_out_is_carried_out() {
+    let mut script = Script::new(MPROTECT);
+    script.start_with(&[pages(PAGE_A, 1)], true);
+    let regs = Registers { rip: CODE, rsi: PAGE_A + 0x10, rdi: UNTRACED, rcx: 0x20, ..base_registers() };
+    let info = SigInfo::new(SIGSEGV, SEGV_ACCERR, PAGE_A + 0x10);
+    script.feed(stop(CHILD_PID, info, regs, REP_MOVSB.to_vec(), Disposition::Default));
+    script.feed(ExecEvent::Memory { tid: CHILD_PID, bytes: Some((0x01..=0x20).collect()) });
+    script.feed(ExecEvent::MemoryWritten { tid: CHILD_PID, written: true });
+    script.end();
+    script.assert_snapshot(
+        "core_copy_out_of_traced_pages",
+        "rep movsb of 32 bytes from a traced page to memory with no traced page: the core reads \
+         the source through /proc/PID/mem, writes the destination only as the program could, \
+         and once that write is done sets the registers past the block and continues; the \
+         trace holds the 32 reads alone",
+    );
+}
+
+#[test]
+fn unreadable_copy_source_is_stepped() {
+    let mut script = Script::new(MPROTECT);
+    script.start_with(&[pages(PAGE_A, 1)], true);
+    let regs = Registers { rip: CODE, rsi: UNTRACED, rdi: PAGE_A, rcx: 0x20, ..base_registers() };
+    let info = SigInfo::new(SIGSEGV, SEGV_ACCERR, PAGE_A);
+    script.feed(stop(CHILD_PID, info, regs, REP_MOVSB.to_vec(), Disposition::Default));
+    script.feed(ExecEvent::Memory { tid: CHILD_PID, bytes: None });
+    script.assert_snapshot(
+        "core_copy_in_unreadable_source",
+        "rep movsb into a traced page from memory the program cannot read: the read as the \
+         program fails, so the instruction is stepped, opening the page with mprotect first, \
+         and then faults for real",
     );
 }
 

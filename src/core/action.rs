@@ -48,6 +48,12 @@ pub enum Action {
     /// Read `len` bytes of the process of thread `tid` at `addr`, whatever the protection,
     /// and feed them back as [`super::ExecEvent::Memory`].
     ReadMemory { tid: i32, addr: u64, len: usize },
+    /// Like `ReadMemory`, but only where the program itself may read, as for memory off the
+    /// traced pages: `None` comes back where it would fault.
+    ReadMemoryAsProgram { tid: i32, addr: u64, len: usize },
+    /// Write `bytes` at `addr` only where the program itself may write, and feed back whether
+    /// all of them were written as [`super::ExecEvent::MemoryWritten`].
+    WriteMemoryAsProgram { tid: i32, addr: u64, bytes: Vec<u8> },
     /// Read what the program does with `signal` and feed it back as
     /// [`super::ExecEvent::Disposition`].
     ReadDisposition { tid: i32, signal: i32 },

@@ -40,9 +40,13 @@ pub enum ExecEvent {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         compat: bool,
     },
-    /// The memory [`super::Action::ReadMemory`] asked for, or `None` if it could not be read.
+    /// The memory [`super::Action::ReadMemory`] or [`super::Action::ReadMemoryAsProgram`]
+    /// asked for, or `None` if it could not be read.
     #[allow(missing_docs)]
     Memory { tid: i32, bytes: Option<Vec<u8>> },
+    /// Whether every byte of a [`super::Action::WriteMemoryAsProgram`] was written.
+    #[allow(missing_docs)]
+    MemoryWritten { tid: i32, written: bool },
     /// The disposition [`super::Action::ReadDisposition`] asked for.
     #[allow(missing_docs)]
     Disposition { tid: i32, disposition: Disposition },

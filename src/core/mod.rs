@@ -280,6 +280,7 @@ impl Supervisor {
             ExecEvent::Syscall { tid, regs, phase, compat } => self.on_syscall(tid, &regs, phase, compat),
             ExecEvent::Disposition { tid, disposition } => self.on_disposition(tid, disposition),
             ExecEvent::Memory { tid, bytes } => self.on_memory(tid, bytes),
+            ExecEvent::MemoryWritten { tid, written } => self.on_memory_written(tid, written),
             ExecEvent::TaskExited { tid } => self.on_task_exited(tid),
             ExecEvent::Exited { status } => self.on_exit(ExitStatus::Exited(status)),
             ExecEvent::Killed { signal, core_dumped } => self.on_exit(ExitStatus::Killed { signal, core_dumped }),
@@ -664,34 +665,65 @@ impl Supervisor {
     }
 
     fn on_memory(&mut self, tid: i32, bytes: Option<Vec<u8>>) -> Vec<Action> {
-        let emulating = match self.threads.remove(&tid) {
-            Some(Thread::Emulating(emulating)) => emulating,
+        match self.threads.remove(&tid) {
+            Some(Thread::Emulating(emulating)) => {
+                self.go_on_emulating(tid, emulating, |emulating, call| emulating.complete(call, bytes))
+            }
             Some(Thread::ReadingSignalMask(stop)) => {
                 let (next, actions) = self.on_signal_mask(stop, bytes);
                 self.threads.insert(tid, next);
-                return self.schedule(actions);
+                self.schedule(actions)
             }
-            other => {
-                warn!(tid, "memory received while none was requested");
-                if let Some(thread) = other {
-                    self.threads.insert(tid, thread);
-                }
-                return Vec::new();
+            other => self.put_back_unrequested(tid, other, "memory"),
+        }
+    }
+
+    fn on_memory_written(&mut self, tid: i32, written: bool) -> Vec<Action> {
+        match self.threads.remove(&tid) {
+            Some(Thread::Emulating(emulating)) => {
+                self.go_on_emulating(tid, emulating, |emulating, call| emulating.written(call, written))
             }
-        };
+            other => self.put_back_unrequested(tid, other, "a memory write's result"),
+        }
+    }
+
+    /// Keeps thread `tid` as it was when `what` arrives without a request.
+    fn put_back_unrequested(&mut self, tid: i32, thread: Option<Thread>, what: &str) -> Vec<Action> {
+        warn!(tid, "{what} received while none was requested");
+        if let Some(thread) = thread {
+            self.threads.insert(tid, thread);
+        }
+        Vec::new()
+    }
+
+    /// Moves thread `tid` on after a memory read or write for the instruction it carries out:
+    /// `step` takes the result in.
+    fn go_on_emulating(
+        &mut self,
+        tid: i32,
+        emulating: emulation::Emulating,
+        step: impl FnOnce(emulation::Emulating, &mut Call) -> emulation::Next,
+    ) -> Vec<Action> {
         let Some(call) = self.call.as_mut() else {
             self.threads.insert(tid, Thread::Running);
             return vec![Action::Continue { tid, signal: None }];
         };
-        match emulating.complete(call, bytes) {
-            Ok(actions) => {
+        match step(emulating, call) {
+            emulation::Next::Done(actions) => {
                 self.threads.insert(tid, Thread::Running);
                 actions
             }
-            Err(stop) => {
-                // The memory could not be read: step the instruction instead.
-                warn!(tid, "reading memory to carry out an instruction failed; stepping it");
-                call.emulation = false;
+            emulation::Next::Wait(emulating, actions) => {
+                self.threads.insert(tid, Thread::Emulating(emulating));
+                actions
+            }
+            emulation::Next::Step { stop, disable } => {
+                if disable {
+                    warn!(tid, "reading traced memory to carry out an instruction failed; stepping it");
+                    if let Some(call) = self.call.as_mut() {
+                        call.emulation = false;
+                    }
+                }
                 let (next, actions) = if self.uses_mprotect() { self.stop_the_world(stop) } else { self.start_access(stop, None) };
                 self.threads.insert(tid, next);
                 self.schedule(actions)

@@ -71,6 +71,29 @@ pub(crate) fn supervise(
     }
 }
 
+/// Reads memory of thread `tid` with `process_vm_readv`, which, unlike `/proc/PID/mem`, fails
+/// where the thread could not read itself. Returns `None` unless every byte was read.
+fn read_as_program(tid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    let local = libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: len };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
+    // SAFETY: `local` describes `bytes`, which outlives the call; the remote range is only
+    // read, in another process.
+    let read = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
+    (read == len as isize).then_some(bytes)
+}
+
+/// Writes memory of thread `tid` with `process_vm_writev`, which fails where the thread could
+/// not write itself. Returns true when every byte was written.
+fn write_as_program(tid: i32, addr: u64, bytes: &[u8]) -> bool {
+    let local = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: bytes.len() };
+    // SAFETY: `local` describes `bytes`, which the kernel only reads; the remote range lies in
+    // another process.
+    let written = unsafe { libc::process_vm_writev(tid, &local, 1, &remote, 1, 0) };
+    written == bytes.len() as isize
+}
+
 /// Keeps memory the supervisor frees for its next allocation. Carrying out a `rep` block
 /// allocates and frees buffers of the block's size, at most 4 MiB, at every stop. By default
 /// glibc gives that memory back and faults it in again at the next stop, which cost 1.5 µs of
@@ -175,6 +198,12 @@ impl Driver {
             Action::PollMessage => return Some(self.receive(Duration::from_millis(100))),
             Action::ReadMemory { tid, addr, len } => {
                 return Some(ExecEvent::Memory { tid, bytes: self.read_memory(tid, addr, len) });
+            }
+            Action::ReadMemoryAsProgram { tid, addr, len } => {
+                return Some(ExecEvent::Memory { tid, bytes: read_as_program(tid, addr, len) });
+            }
+            Action::WriteMemoryAsProgram { tid, addr, bytes } => {
+                return Some(ExecEvent::MemoryWritten { tid, written: write_as_program(tid, addr, &bytes) });
             }
             Action::ReadDisposition { tid, signal } => {
                 return Some(ExecEvent::Disposition { tid, disposition: wait::read_disposition(tid, signal) });
