@@ -308,7 +308,12 @@ fn rep_movs_into_read_only_memory_crashes() {
     assert_eq!(run.status, Some(128 + 11), "{}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     // The faulting iteration never completed: nothing was read or written.
-    assert_eq!(accesses(&json_lines(&run.stdout)), []);
+    let lines = json_lines(&run.stdout);
+    assert_eq!(accesses(&lines), []);
+    // The crash comes with its diagnosis and the buffer's contents, as for any other crash.
+    assert!(run.stderr.contains("got SIGSEGV (no permission for the mapped address)"), "{}", run.stderr);
+    assert!(run.stderr.contains("the instruction was `rep movsb [rdi], [rsi]`"), "{}", run.stderr);
+    assert_eq!(bytes(&lines, 0), format!("01{}", "00".repeat(63)));
 }
 
 #[test]

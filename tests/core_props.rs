@@ -608,9 +608,10 @@ struct TaskModel {
 }
 
 impl TaskModel {
-    /// Returns true while the thread steps or is about to, or a stop of it is coming.
+    /// Returns true while the thread steps or is about to, or a stop of it is coming. A thread
+    /// whose stepped instruction crashed reads its disposition before the pages close.
     fn busy(&self) -> bool {
-        self.stepping || self.interrupted || self.fetching_vectors || self.unborn
+        self.stepping || self.interrupted || self.fetching_vectors || self.fetching_disposition || self.unborn
     }
 }
 

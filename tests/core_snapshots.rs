@@ -667,6 +667,12 @@ fn start_with_invalid_key_rejected() {
 }
 
 fn crash_while_stepping(protection: Protection) -> Script {
+    crash_while_stepping_with(protection, Disposition::Default)
+}
+
+/// The crash of `crash_while_stepping`, with the disposition the write fault's stop carries:
+/// the driver leaves it `Unknown`, and the core then requests it.
+fn crash_while_stepping_with(protection: Protection, disposition: Disposition) -> Script {
     let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);
     // movsb copies a byte from the traced page to a null pointer: the read faults first.
@@ -676,7 +682,10 @@ fn crash_while_stepping(protection: Protection) -> Script {
     script.gadget_step(CHILD_PID);
     // Stepped with the page open, the same instruction faults on its write.
     let write_fault = SigInfo::new(SIGSEGV, SEGV_MAPERR, 0);
-    script.feed(stop(CHILD_PID, write_fault, regs, MOVSB.to_vec(), Disposition::Default));
+    script.feed(stop(CHILD_PID, write_fault, regs, MOVSB.to_vec(), disposition));
+    if disposition == Disposition::Unknown {
+        script.feed(ExecEvent::Disposition { tid: CHILD_PID, disposition: Disposition::Default });
+    }
     script.gadget_step(CHILD_PID);
     script.feed(ExecEvent::Killed { signal: SIGSEGV, core_dumped: true });
     script
@@ -689,6 +698,16 @@ fn crash_while_stepping_reported() {
         "movsb from a traced page to a null pointer: the stepped instruction faults on its \
          write, so report the crash, close the page, restore the registers at the crash and \
          deliver the SIGSEGV; the death that follows adds no second report",
+    );
+}
+
+#[test]
+fn crash_while_stepping_reads_disposition() {
+    crash_while_stepping_with(MPROTECT, Disposition::Unknown).assert_snapshot(
+        "core_crash_while_stepping_disposition",
+        "the crash of core_crash_while_stepping as the driver reports it, without the \
+         disposition: the core reads it with the page still open, then reports the crash, \
+         closes the page and delivers the SIGSEGV",
     );
 }
 

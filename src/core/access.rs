@@ -23,7 +23,7 @@
 //! possible writes are recorded as certain.
 
 use super::pages::merge_runs;
-use super::{Action, Call, KeyRights, Report, SigInfo, SignalStop, Thread};
+use super::{Action, Call, Disposition, KeyRights, Report, SigInfo, SignalStop, Thread};
 use super::{SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP, TRAP_BRKPT, TRAP_TRACE};
 use crate::decode::{decode_x86_64, decode_x86_64_with_vectors, Decoded};
 use crate::event::{Access, AccessKind, PageRange, UnsupportedInstruction};
@@ -68,6 +68,9 @@ pub(crate) struct AccessStep {
     /// The call the instruction faulted in has ended, so the step records nothing, even if
     /// another call has started since.
     call_ended: bool,
+    /// The fault of the stepped instruction itself, while the program's disposition for its
+    /// signal is read: it decides whether the fault is reported as a crash.
+    crash: Option<SignalStop>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +144,7 @@ pub(super) fn start(call: &mut Call, stop: SignalStop, vectors: Option<&VectorRe
         probing_write: has_possible_write && !has_write,
         pushed_flags: pushed_flags_width(&stop.code),
         call_ended: false,
+        crash: None,
     };
     let actions = step.open();
     Started::Stepping(step, actions)
@@ -190,18 +194,13 @@ pub(super) fn on_signal(call: &mut Call, mut step: AccessStep, stop: SignalStop)
     }
 
     if step.phase == Phase::Instruction {
-        // The instruction itself crashed: close the pages, then deliver the fault at it. A
-        // divide error comes after the operand was read, so those reads happened.
-        if stop.info.signo == SIGFPE {
-            call.record(step.accesses.iter().copied().filter(|access| access.kind == AccessKind::Read));
+        if stop.disposition == Disposition::Unknown {
+            // Whether this crash ends the program decides whether it is reported.
+            let signal = stop.info.signo;
+            step.crash = Some(stop);
+            return (Thread::Stepping(step), vec![Action::ReadDisposition { tid, signal }]);
         }
-        let crash = super::is_fatal_fault(&stop).then(|| super::crash_report(&stop, Some(call)));
-        step.resume_regs = stop.regs;
-        step.deferred.insert(0, stop.info);
-        let (next, closing) = step.close();
-        let mut actions: Vec<Action> = crash.into_iter().map(|report| Action::Report(Box::new(report))).collect();
-        actions.extend(closing);
-        return (next, actions);
+        return crash(call, step, stop);
     }
 
     // The gadget faulted: the child's state is not what the protocol expects.
@@ -216,6 +215,43 @@ pub(super) fn on_signal(call: &mut Call, mut step: AccessStep, stop: SignalStop)
 /// step, recording nothing, then resumed as after any step. Its key is closed, because the
 /// child keeps the key for later calls, and a thread left at the gadget gets its own
 /// registers back.
+/// Goes on with a crash of the stepped instruction once the program's disposition for its
+/// signal is known. A disposition the step did not request leaves it as it is.
+pub(super) fn on_disposition(call: &mut Call, mut step: AccessStep, disposition: Disposition) -> (Thread, Vec<Action>) {
+    match step.crash.take() {
+        Some(mut stop) => {
+            stop.disposition = disposition;
+            crash(call, step, stop)
+        }
+        None => (Thread::Stepping(step), Vec::new()),
+    }
+}
+
+/// Closes the pages after the stepped instruction itself crashed, then delivers the fault at
+/// it, with a crash report first when the fault ends the program. A divide error comes after
+/// the operand was read, so those reads happened.
+fn crash(call: &mut Call, mut step: AccessStep, stop: SignalStop) -> (Thread, Vec<Action>) {
+    if stop.info.signo == SIGFPE {
+        call.record(step.accesses.iter().copied().filter(|access| access.kind == AccessKind::Read));
+    }
+    let crash = super::is_fatal_fault(&stop).then(|| super::crash_report(&stop, Some(call)));
+    step.resume_regs = stop.regs;
+    step.deferred.insert(0, stop.info);
+    let (next, closing) = step.close();
+    let mut actions: Vec<Action> = crash.into_iter().map(|report| Action::Report(Box::new(report))).collect();
+    actions.extend(closing);
+    (next, actions)
+}
+
+/// Handles the crash whose disposition was being read once no call is traced any more: the
+/// instruction restarts, as after any fault once the call ended.
+pub(super) fn crash_after_call(mut step: AccessStep) -> (Thread, Vec<Action>) {
+    match step.crash.take() {
+        Some(stop) => on_signal_after_call(step, stop),
+        None => (Thread::Stepping(step), Vec::new()),
+    }
+}
+
 pub(super) fn on_signal_after_call(mut step: AccessStep, stop: SignalStop) -> (Thread, Vec<Action>) {
     let tid = step.tid;
     let trap = is_step_trap(&stop.info);
@@ -321,6 +357,11 @@ impl AccessStep {
 
     pub(super) fn call_ended(&self) -> bool {
         self.call_ended
+    }
+
+    /// True while the program's disposition for the stepped instruction's crash is read.
+    pub(super) fn awaits_disposition(&self) -> bool {
+        self.crash.is_some()
     }
 
     /// Opens the pages for the instruction and steps towards it.

@@ -740,6 +740,15 @@ impl Supervisor {
                 self.note_fatal_actions(&actions);
                 self.schedule(actions)
             }
+            Some(Thread::Stepping(step)) if step.awaits_disposition() => {
+                let (next, actions) = match self.call.as_mut() {
+                    Some(call) => access::on_disposition(call, step, disposition),
+                    None => access::crash_after_call(step),
+                };
+                self.threads.insert(tid, next);
+                self.note_fatal_actions(&actions);
+                self.schedule(actions)
+            }
             other => {
                 warn!(tid, "disposition received while none was requested");
                 if let Some(thread) = other {
