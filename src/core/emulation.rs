@@ -60,12 +60,41 @@ pub(super) fn plan(call: &Call, stop: &SignalStop, vectors: Option<&VectorRegist
         return PlannedAccess::Step;
     }
     match plan_access_x86_64(&stop.code, &stop.regs, vectors) {
-        PlannedAccess::Ready(plan) if traced_positions(call, &plan).is_some() => PlannedAccess::Ready(plan),
+        PlannedAccess::Ready(plan) => match on_one_side(call, plan) {
+            Some(plan) if traced_positions(call, &plan).is_some() => PlannedAccess::Ready(plan),
+            _ => PlannedAccess::Step,
+        },
         PlannedAccess::NeedsVectorRegisters(access) if coverage(call, access.addr, access.end()) == Coverage::All => {
             PlannedAccess::NeedsVectorRegisters(access)
         }
         _ => PlannedAccess::Step,
     }
+}
+
+/// Cuts a `rep` plan to the elements whose accesses stay on the side of the traced pages
+/// where their first element lies. A block that runs off the traced pages is carried out up
+/// to their end, and the rest runs natively. A block that runs onto them faults again there.
+/// Returns `None` when a first access lies partly on traced pages.
+fn on_one_side(call: &Call, plan: EmulationPlan) -> Option<EmulationPlan> {
+    let run = plan.accesses();
+    if run.count() < 2 {
+        return Some(plan);
+    }
+    let mut count = run.count();
+    for access in run.pattern() {
+        let (low, high) = call.pages.side_of(access.addr);
+        let size = u64::from(access.size);
+        if access.addr.checked_add(size)? > high {
+            return None;
+        }
+        let stride = run.stride().unsigned_abs().max(1);
+        let fitting = match run.stride() >= 0 {
+            true => (high - access.addr - size) / stride + 1,
+            false => (access.addr - low) / stride + 1,
+        };
+        count = count.min(fitting);
+    }
+    Some(plan.first_elements(count))
 }
 
 /// Returns which accesses of the plan's pattern lie on traced pages, or `None` when the plan

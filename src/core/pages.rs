@@ -114,6 +114,20 @@ impl PageSet {
         PageRange { start: addr & !(self.page_size - 1), len: self.page_size }
     }
 
+    /// Returns the bytes around `addr` that lie on the same side of the traced pages as
+    /// `addr`: its traced run, or the gap between the traced runs before and after it (from
+    /// 0 or up to `u64::MAX` at the ends).
+    pub fn side_of(&self, addr: u64) -> (u64, u64) {
+        let index = self.runs.partition_point(|run| run.end() <= addr);
+        match self.runs.get(index) {
+            Some(run) if run.contains(addr) => (run.start, run.end()),
+            next => {
+                let before = index.checked_sub(1).and_then(|before| self.runs.get(before)).map_or(0, PageRange::end);
+                (before, next.map_or(u64::MAX, |run| run.start))
+            }
+        }
+    }
+
     fn run_index(&self, addr: u64) -> Option<usize> {
         let index = self.runs.partition_point(|run| run.end() <= addr);
         self.runs.get(index).filter(|run| run.contains(addr)).map(|_| index)
@@ -148,6 +162,15 @@ mod tests {
 
     fn range(start: u64, pages: u64) -> PageRange {
         PageRange { start, len: pages * 4096 }
+    }
+
+    #[test]
+    fn side_of_gives_run_or_gap() {
+        let set = PageSet::new(&[range(0x3000, 2), range(0x8000, 1)], 4096).unwrap();
+        assert_eq!(set.side_of(0x3abc), (0x3000, 0x5000));
+        assert_eq!(set.side_of(0x5000), (0x5000, 0x8000));
+        assert_eq!(set.side_of(0x1000), (0, 0x3000));
+        assert_eq!(set.side_of(0x9000), (0x9000, u64::MAX));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! glibc's string functions on traced buffers: the union of bytes read and written must be
 //! exactly the bytes the function's contract names.
 
+use ffitrace::{PageRange, TraceOutcome};
+
 use super::support::{bytes_touched, expect_bytes, range_set, trace, Fixtures, Pages, TestResult};
 
 pub fn memset_writes_exact_range(_: &Fixtures) -> TestResult {
@@ -101,4 +103,57 @@ pub fn strlen_reads_string(_: &Fixtures) -> TestResult {
         return Err(format!("strlen read outside {lowest}..{highest}: {reads:?}"));
     }
     expect_bytes("strlen writes", &bytes_touched(&trace, &buffer, true), &range_set(&[]))
+}
+
+/// 24 KiB blocks (glibc's `rep stosb` and `rep movsb` sizes) over six pages of which only the
+/// middle two are traced: exactly those two pages' bytes are recorded, and every byte of the
+/// blocks ends up right.
+pub fn partly_traced_blocks(_: &Fixtures) -> TestResult {
+    let block = Pages::new(6);
+    let other = Pages::new(6);
+    let page = ffitrace::page_size();
+    let middle = PageRange { start: block.base as u64 + 2 * page as u64, len: 2 * page as u64 };
+    let traced_part = range_set(&[(2 * page as i64, 4 * page as i64)]);
+    let run = |call: &dyn Fn()| -> Result<ffitrace::CallTrace, String> {
+        let traced = ffitrace::trace_call(&[middle], call).map_err(|error| format!("trace_call failed: {error}"))?;
+        match traced.outcome {
+            TraceOutcome::Traced(trace) if trace.is_complete() => Ok(trace),
+            other => Err(format!("call not traced completely: {other:?}")),
+        }
+    };
+
+    let trace = run(&|| unsafe {
+        libc::memset(block.base.cast(), 0x5a, block.len);
+    })?;
+    expect_bytes("memset writes", &bytes_touched(&trace, &block, true), &traced_part)?;
+    expect_bytes("memset reads", &bytes_touched(&trace, &block, false), &range_set(&[]))?;
+    if block.bytes().iter().any(|&byte| byte != 0x5a) {
+        return Err("memset left bytes unset".to_string());
+    }
+
+    // SAFETY: both mappings are live, six pages each, and do not overlap.
+    unsafe { std::slice::from_raw_parts_mut(other.base, other.len) }
+        .iter_mut()
+        .enumerate()
+        .for_each(|(index, byte)| *byte = (index * 13 + 7) as u8);
+    let trace = run(&|| unsafe {
+        libc::memcpy(block.base.cast(), other.base.cast(), block.len);
+    })?;
+    expect_bytes("memcpy into the block writes", &bytes_touched(&trace, &block, true), &traced_part)?;
+    expect_bytes("memcpy into the block reads", &bytes_touched(&trace, &block, false), &range_set(&[]))?;
+    if block.bytes() != other.bytes() {
+        return Err("memcpy into the block copied wrong bytes".to_string());
+    }
+
+    // SAFETY: as above.
+    unsafe { std::slice::from_raw_parts_mut(other.base, other.len) }.fill(0);
+    let trace = run(&|| unsafe {
+        libc::memcpy(other.base.cast(), block.base.cast(), block.len);
+    })?;
+    expect_bytes("memcpy out of the block reads", &bytes_touched(&trace, &block, false), &traced_part)?;
+    expect_bytes("memcpy out of the block writes", &bytes_touched(&trace, &block, true), &range_set(&[]))?;
+    if block.bytes() != other.bytes() {
+        return Err("memcpy out of the block copied wrong bytes".to_string());
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("glibc_memcpy_straddles_pages", glibc::memcpy_straddles_pages),
     ("glibc_memmove_overlapping", glibc::memmove_overlapping),
     ("glibc_strlen_reads_string", glibc::strlen_reads_string),
+    ("glibc_partly_traced_blocks", glibc::partly_traced_blocks),
     ("increment_int_read_then_write", interpreter::increment_int_read_then_write),
     ("write_two_of_three_bytes", interpreter::write_two_of_three_bytes),
     ("swap_pointer_pair", interpreter::swap_pointer_pair),

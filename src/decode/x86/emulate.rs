@@ -363,6 +363,20 @@ impl Plan {
         Some((*register, bytes))
     }
 
+    /// Returns the plan cut to its first `count` elements when it has more: the instruction
+    /// pointer then stays on the instruction, as for a long block. Non-string plans have one
+    /// element and stay as they are; `count` must be at least 1.
+    pub fn first_elements(mut self, count: u64) -> Plan {
+        if let Emulation::Fill { count: planned, left, .. } | Emulation::Copy { count: planned, left, .. } =
+            &mut self.emulation
+        {
+            let kept = count.clamp(1, *planned);
+            *left += *planned - kept;
+            *planned = kept;
+        }
+        self
+    }
+
     /// Returns the registers after the instruction, or after the part of a long `rep`
     /// instruction this plan carries out, given what [`Plan::read_request`] read.
     pub fn registers_after(&self, regs: &Registers, read: &[u8]) -> Registers {
@@ -566,6 +580,20 @@ mod tests {
         assert_eq!(plan.read_request(), Some((RDI + 2 * MAX_BLOCK, MAX_BLOCK as usize)));
         let after = plan.registers_after(&regs, &[]);
         assert_eq!((after.rip, after.rcx, after.rsi, after.rdi), (RIP, 1, RDI + 3 * MAX_BLOCK, RDI + MAX_BLOCK));
+    }
+
+    #[test]
+    fn first_elements_cut_a_block() {
+        let mut regs = regs();
+        regs.rcx = 10;
+        // rep stosw: the first 4 words, then the instruction runs again for the other 6.
+        let plan = plan_for(&[0xf3, 0x66, 0xab], &regs).first_elements(4);
+        assert_eq!(plan.accesses().len(), 4);
+        let after = plan.registers_after(&regs, &[]);
+        assert_eq!((after.rip, after.rcx, after.rdi), (RIP, 6, RDI + 8));
+        // A count past the block keeps it whole.
+        let whole = plan_for(&[0xf3, 0x66, 0xab], &regs).first_elements(20).registers_after(&regs, &[]);
+        assert_eq!((whole.rip, whole.rcx), (RIP + 3, 0));
     }
 
     fn plan_for(code: &[u8], regs: &Registers) -> Plan {
