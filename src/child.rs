@@ -293,6 +293,9 @@ pub fn set_exit_code(code: i32) -> Result<(), TraceError> {
 pub fn trace_call<R>(pages: &[PageRange], call: impl FnOnce() -> R) -> Result<Traced<R>, TraceError> {
     let page_size = page_size() as u64;
     let set = PageSet::new(pages, page_size)?;
+    for run in set.runs() {
+        check_mapped(run)?;
+    }
     if IN_CALL.with(|flag| flag.replace(true)) {
         return Err(TraceError::Nested);
     }
@@ -623,15 +626,13 @@ fn protect(set: &PageSet, protection: Protection, how: Protect) -> Result<(), Tr
     set.runs().iter().try_for_each(|run| protect_run(run, protection, how))
 }
 
-/// Makes every run of `set` inaccessible before a call. When a run fails, every page changed
-/// so far is opened again, since `mprotect` changes the mappings before a hole and then
-/// fails. `mincore` then tells an unmapped range from other failures; running it before every
-/// call cost 2 µs.
+/// Makes every run of `set` inaccessible before a call. When a run fails, as when the process
+/// has too many mappings to split one more, the runs changed so far are opened again.
 fn close(set: &PageSet, protection: Protection) -> Result<(), TraceError> {
     for (index, run) in set.runs().iter().enumerate() {
         if let Err(error) = protect_run(run, protection, Protect::Close) {
             reopen_runs(&set.runs()[..=index], protection);
-            return Err(if is_mapped(run) { error } else { TraceError::Unmapped { start: run.start, len: run.len } });
+            return Err(error);
         }
     }
     Ok(())
@@ -640,8 +641,7 @@ fn close(set: &PageSet, protection: Protection) -> Result<(), TraceError> {
 fn protect_run(run: &PageRange, protection: Protection, how: Protect) -> Result<(), TraceError> {
     let read_write = libc::PROT_READ | libc::PROT_WRITE;
     let (start, len) = (run.start as *mut libc::c_void, run.len as usize);
-    // SAFETY: the runs are the caller's pages; changing their protection is the point. Where
-    // one is not mapped, mprotect fails.
+    // SAFETY: the runs were checked to be mapped; changing their protection is the point.
     let result = unsafe {
         match (protection, how) {
             (Protection::Mprotect { .. }, Protect::Close) => libc::mprotect(start, len, libc::PROT_NONE),
@@ -660,13 +660,18 @@ fn protect_run(run: &PageRange, protection: Protection, how: Protect) -> Result<
     Ok(())
 }
 
-/// Returns false when the range has an unmapped page, using `mincore`, which fails with
-/// ENOMEM for them.
-fn is_mapped(run: &PageRange) -> bool {
-    let pages = (run.len / page_size() as u64) as usize;
-    let mut residency = vec![0u8; pages];
-    // SAFETY: `residency` has one byte per page of the range, as mincore requires.
-    unsafe { libc::mincore(run.start as *mut libc::c_void, run.len as usize, residency.as_mut_ptr()) == 0 }
+/// Rejects a range with an unmapped page before anything is protected. `msync` without flags
+/// does nothing but fail with ENOMEM on a hole. It looks at the mappings only, so it costs
+/// the same for 1 page or 4 096, about 0.24 µs here, against 1.1 to 8.4 µs for `mincore`,
+/// which walks the page tables.
+fn check_mapped(run: &PageRange) -> Result<(), TraceError> {
+    // SAFETY: msync with no flags neither reads nor writes the range; the start is
+    // page-aligned, as msync requires.
+    let result = unsafe { libc::msync(run.start as *mut libc::c_void, run.len as usize, 0) };
+    if result != 0 {
+        return Err(TraceError::Unmapped { start: run.start, len: run.len });
+    }
+    Ok(())
 }
 
 /// Reads another process's memory through `/proc/PID/mem`, which ignores page protection.

@@ -31,8 +31,7 @@ pub enum TraceError {
     /// The caller passed pages that cannot be traced; nothing was protected.
     #[error("invalid pages: {0}")]
     InvalidPages(#[from] PageSetError),
-    /// A page range is not mapped in this process; the call did not run, and pages closed
-    /// before the error was found are open again.
+    /// A page range is not mapped in this process; nothing was protected.
     #[error("page range {start:#x}+{len:#x} is not mapped")]
     #[allow(missing_docs)]
     Unmapped { start: u64, len: u64 },

@@ -54,8 +54,8 @@ pub fn unmapped_pages_rejected(_: &Fixtures) -> TestResult {
     }
     unsafe { mapped.base.write(1) };
 
-    // One run whose second page is gone: mprotect closes the first page before it meets the
-    // hole, so the first page must be opened again.
+    // One run whose second page is gone: it is rejected before anything is protected, so its
+    // first page stays writable.
     let pages = Pages::new(2);
     let page = ffitrace::page_size();
     // SAFETY: the second page belongs to `pages`; it is mapped again below before the drop.
@@ -68,7 +68,7 @@ pub fn unmapped_pages_rejected(_: &Fixtures) -> TestResult {
     {
         return Err(format!("expected Unmapped for the run with a hole, got {result:?}"));
     }
-    // A fault here would kill the test: the first page is writable again.
+    // A fault here would kill the test.
     unsafe { pages.base.write(2) };
     let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
     // SAFETY: the hole is the range unmapped above, mapped again so that the drop unmaps only
@@ -358,4 +358,74 @@ fn deny_ptrace() {
     if !installed {
         fail("installing the seccomp filter failed");
     }
+}
+
+/// Returns the permissions (such as `r--p`) of the mapping that contains `addr`, read from
+/// /proc/self/maps.
+fn permissions_at(addr: u64) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+        (start <= addr && addr < end).then(|| fields.next().map(str::to_string)).flatten()
+    })
+}
+
+/// Checks that a range with an unmapped page is rejected before any page's protection
+/// changes: read-only pages around the hole, a hole first, and a read-only shared file page.
+pub fn unmapped_pages_keep_protection(_: &Fixtures) -> TestResult {
+    let page = ffitrace::page_size();
+    // Read-only pages 0 and 2, page 1 unmapped.
+    let pages = Pages::new(3);
+    // SAFETY: the pages belong to `pages`, and the hole is mapped again below before the drop.
+    unsafe {
+        libc::mprotect(pages.base.cast(), 3 * page, libc::PROT_READ);
+        libc::munmap(pages.at(page).cast(), page);
+    }
+    let result = ffitrace::trace_call(&[pages.range()], || ());
+    if !matches!(result, Err(TraceError::Unmapped { .. })) {
+        return Err(format!("expected Unmapped, got {result:?}"));
+    }
+    expect_eq("page before the hole", permissions_at(pages.base as u64), Some("r--p".to_string()))?;
+    expect_eq("page after the hole", permissions_at(pages.at(2 * page) as u64), Some("r--p".to_string()))?;
+
+    // The hole first.
+    let first = PageRange { start: pages.at(page) as u64, len: 2 * page as u64 };
+    let result = ffitrace::trace_call(&[first], || ());
+    if !matches!(result, Err(TraceError::Unmapped { .. })) {
+        return Err(format!("expected Unmapped for the hole first, got {result:?}"));
+    }
+    expect_eq("page after a leading hole", permissions_at(pages.at(2 * page) as u64), Some("r--p".to_string()))?;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+    // SAFETY: the hole is the page unmapped above, mapped again so that the drop unmaps only
+    // this test's pages.
+    if unsafe { libc::mmap(pages.at(page).cast(), page, libc::PROT_READ, flags, -1, 0) } == libc::MAP_FAILED {
+        return Err("mapping the hole again failed".to_string());
+    }
+
+    // A shared mapping of a file opened read-only, which could not be made writable again: it
+    // keeps its protection.
+    let file = std::fs::File::open("/proc/self/exe").map_err(|error| error.to_string())?;
+    let area = Pages::new(2);
+    // SAFETY: the file is mapped over the first page of `area` and the second page is unmapped.
+    // Both are mapped again below before the drop.
+    let shared = unsafe {
+        use std::os::unix::io::AsRawFd;
+        let flags = libc::MAP_SHARED | libc::MAP_FIXED;
+        libc::mmap(area.base.cast(), page, libc::PROT_READ, flags, file.as_raw_fd(), 0)
+    };
+    if shared == libc::MAP_FAILED {
+        return Err("mapping the file failed".to_string());
+    }
+    // SAFETY: the second page belongs to `area`.
+    unsafe { libc::munmap(area.at(page).cast(), page) };
+    let result = ffitrace::trace_call(&[area.range()], || ());
+    if !matches!(result, Err(TraceError::Unmapped { .. })) {
+        return Err(format!("expected Unmapped for the file page, got {result:?}"));
+    }
+    let permissions = permissions_at(area.base as u64);
+    // SAFETY: both pages of `area` are mapped anonymous again, so the drop unmaps only them.
+    unsafe { libc::mmap(area.base.cast(), 2 * page, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+    expect_eq("file page after the error", permissions, Some("r--s".to_string()))
 }

@@ -22,6 +22,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("unaligned_pages_rejected", lifecycle::unaligned_pages_rejected),
     ("overlapping_pages_rejected", lifecycle::overlapping_pages_rejected),
     ("unmapped_pages_rejected", lifecycle::unmapped_pages_rejected),
+    ("unmapped_pages_keep_protection", lifecycle::unmapped_pages_keep_protection),
     ("nested_call_rejected", lifecycle::nested_call_rejected),
     ("status_calls_inside_call_return", lifecycle::status_calls_inside_call_return),
     ("forked_process_runs_untraced", lifecycle::forked_process_runs_untraced),
