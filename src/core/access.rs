@@ -211,12 +211,8 @@ pub(super) fn on_signal(call: &mut Call, mut step: AccessStep, stop: SignalStop)
     protocol_failure(call, message)
 }
 
-/// Handles a stop of a thread whose call ended while it was stepping: it is let finish its
-/// step, recording nothing, then resumed as after any step. Its key is closed, because the
-/// child keeps the key for later calls, and a thread left at the gadget gets its own
-/// registers back.
-/// Goes on with a crash of the stepped instruction once the program's disposition for its
-/// signal is known. A disposition the step did not request leaves it as it is.
+/// Continues a crash of the stepped instruction once the program's disposition for its
+/// signal is known. A disposition the step did not request leaves the step as it is.
 pub(super) fn on_disposition(call: &mut Call, mut step: AccessStep, disposition: Disposition) -> (Thread, Vec<Action>) {
     match step.crash.take() {
         Some(mut stop) => {
@@ -243,7 +239,7 @@ fn crash(call: &mut Call, mut step: AccessStep, stop: SignalStop) -> (Thread, Ve
     (next, actions)
 }
 
-/// Handles the crash whose disposition was being read once no call is traced any more: the
+/// Handles a crash whose disposition was being read when no call is traced any more. The
 /// instruction restarts, as after any fault once the call ended.
 pub(super) fn crash_after_call(mut step: AccessStep) -> (Thread, Vec<Action>) {
     match step.crash.take() {
@@ -252,6 +248,10 @@ pub(super) fn crash_after_call(mut step: AccessStep) -> (Thread, Vec<Action>) {
     }
 }
 
+/// Handles a stop of a thread whose call ended while it was stepping: it is let finish its
+/// step, recording nothing, then resumed as after any step. Its key is closed, because the
+/// child keeps the key for later calls, and a thread left at the gadget gets its own
+/// registers back.
 pub(super) fn on_signal_after_call(mut step: AccessStep, stop: SignalStop) -> (Thread, Vec<Action>) {
     let tid = step.tid;
     let trap = is_step_trap(&stop.info);
