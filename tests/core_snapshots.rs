@@ -670,8 +670,8 @@ fn crash_while_stepping(protection: Protection) -> Script {
     crash_while_stepping_with(protection, Disposition::Default)
 }
 
-/// The crash of `crash_while_stepping`, with the disposition the write fault's stop carries:
-/// the driver leaves it `Unknown`, and the core then requests it.
+/// Builds the crash of `crash_while_stepping`, with `disposition` in the write fault's stop.
+/// The driver leaves it `Unknown`, and the core then requests it.
 fn crash_while_stepping_with(protection: Protection, disposition: Disposition) -> Script {
     let mut script = Script::new(protection);
     script.start(&[pages(PAGE_A, 1)]);

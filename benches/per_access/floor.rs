@@ -14,10 +14,10 @@
 //! qsort), the floor's path differs from the real one.
 //!
 //! The floor with data (`floor-data`) adds, at each stop, the system calls that a supervisor
-//! which carries the instruction out cannot avoid: `PTRACE_GETSIGINFO` (a SIGSEGV sent with
-//! `kill` must not be taken for a fault), a `pread` of the code from `/proc/PID/mem` (code can
-//! change, so it is not cached), and the access's bytes through `/proc/PID/mem`, which alone
-//! reaches `PROT_NONE` pages. A `rep stos` or `rep movs` is carried out: its bytes are written
+//! which carries the instruction out cannot avoid. These are `PTRACE_GETSIGINFO`, because a
+//! SIGSEGV sent with `kill` must not be taken for a fault, a `pread` of the code from
+//! `/proc/PID/mem`, not cached because code can change, and the access's bytes through
+//! `/proc/PID/mem`, which alone reaches `PROT_NONE` pages. A `rep stos` or `rep movs` is carried out: its bytes are written
 //! (and for `movs` first read) and RSI, RDI and RCX set after it. Any other instruction reads
 //! its memory operand's bytes at the fault address and is skipped. It still leaves loaded
 //! registers stale, so it is no tracer either.

@@ -153,8 +153,8 @@ pub(super) fn start(call: &mut Call, stop: SignalStop, plan: EmulationPlan) -> (
 }
 
 impl Emulating {
-    /// Goes on with the memory read: finishes, or writes off the traced pages first. A failed
-    /// read gives the fault back to be stepped.
+    /// Continues with the memory read: finishes the instruction, or first writes off the
+    /// traced pages. A failed read gives the fault back to be stepped.
     pub(super) fn complete(self, call: &mut Call, read: Option<Vec<u8>>) -> Next {
         let expected = self.plan.read_request().map_or(0, |(_, len)| len);
         let bytes = match read {
@@ -191,8 +191,8 @@ impl Emulating {
 }
 
 /// Records the plan's accesses on traced pages and returns the actions that carry it out.
-/// `read` is what [`EmulationPlan::read_request`] read; a copy's bytes move on into the write
-/// unchanged.
+/// `read` is what [`EmulationPlan::read_request`] read, and a copy's bytes move on into the
+/// write unchanged.
 fn finish(
     call: &mut Call,
     regs: &Registers,

@@ -687,17 +687,17 @@ impl Supervisor {
         }
     }
 
-    /// Keeps thread `tid` as it was when `what` arrives without a request.
-    fn put_back_unrequested(&mut self, tid: i32, thread: Option<Thread>, what: &str) -> Vec<Action> {
-        warn!(tid, "{what} received while none was requested");
+    /// Keeps thread `tid` as it was when `received` arrives without a request.
+    fn put_back_unrequested(&mut self, tid: i32, thread: Option<Thread>, received: &str) -> Vec<Action> {
+        warn!(tid, "{received} received while none was requested");
         if let Some(thread) = thread {
             self.threads.insert(tid, thread);
         }
         Vec::new()
     }
 
-    /// Moves thread `tid` on after a memory read or write for the instruction it carries out:
-    /// `step` takes the result in.
+    /// Moves thread `tid` on after a memory read or write for the instruction it carries out.
+    /// `step` takes in the result.
     fn go_on_emulating(
         &mut self,
         tid: i32,

@@ -14,10 +14,10 @@ use super::registers::register_value;
 use crate::event::{Access, AccessKind, AccessRun};
 use crate::regs::{Registers, VectorRegisters};
 
-/// The largest part of a `rep stos` or `rep movs` carried out in one stop. A longer one is
-/// carried out in parts of this size, one stop each: the instruction pointer stays on the
-/// instruction and RCX, RSI and RDI show the progress, as after an interrupt, so the
-/// instruction faults again for the next part. It bounds the supervisor's buffers.
+/// The largest part of a `rep stos` or `rep movs` carried out in one stop, which bounds the
+/// supervisor's buffers. A longer block is carried out in parts of this size, one stop each.
+/// The instruction pointer stays on the instruction and RCX, RSI and RDI show the progress,
+/// as after an interrupt, so the instruction faults again for the next part.
 const MAX_BLOCK: u64 = 4 << 20;
 /// The direction flag in RFLAGS.
 const DIRECTION_FLAG: u64 = 1 << 10;
@@ -363,16 +363,16 @@ impl Plan {
         Some((*register, bytes))
     }
 
-    /// Returns the plan cut to its first `count` elements when it has more: the instruction
-    /// pointer then stays on the instruction, as for a long block. Non-string plans have one
-    /// element and stay as they are; `count` must be at least 1.
+    /// Returns the plan cut to its first `count` elements when it has more, so the instruction
+    /// pointer stays on the instruction, as for a long block. A non-string plan has one
+    /// element and stays as it is. A `count` of 0 counts as 1.
     pub fn first_elements(mut self, count: u64) -> Plan {
         if let Emulation::Fill { count: planned, left, .. } | Emulation::Copy { count: planned, left, .. } =
             &mut self.emulation
         {
-            let kept = count.clamp(1, *planned);
-            *left += *planned - kept;
-            *planned = kept;
+            let carried_out = count.clamp(1, *planned);
+            *left += *planned - carried_out;
+            *planned = carried_out;
         }
         self
     }
